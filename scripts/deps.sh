@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that kiln's build and tests need, and only
+# those that are missing; with everything present it does nothing.
+set -euo pipefail
+
+pkgs=(
+	build-essential cmake pkg-config git bash
+	libnng-dev protobuf-c-compiler libprotobuf-c-dev
+	libgit2-dev libyaml-dev libarchive-dev libzstd-dev
+	libssl-dev libsqlite3-dev libjansson-dev libsystemd-dev
+	clang libclang-rt-14-dev python3
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing+=("$p")
+	fi
+done
+
+if ((${#missing[@]})); then
+	echo "deps: installing ${missing[*]}" >&2
+	SUDO=
+	[ "$(id -u)" -eq 0 ] || SUDO=sudo
+	export DEBIAN_FRONTEND=noninteractive
+	$SUDO apt-get update -qq
+	$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
