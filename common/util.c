@@ -46,7 +46,16 @@ void kiln_err_prefix(const char *fmt, ...)
 	vsnprintf(pre, sizeof pre, fmt, ap);
 	va_end(ap);
 	memcpy(old, errbuf, sizeof old);
-	snprintf(errbuf, sizeof errbuf, "%s: %s", pre, old);
+	size_t n = strlen(pre);
+	if (n > sizeof errbuf - 3)
+		n = sizeof errbuf - 3;
+	memcpy(errbuf, pre, n);
+	memcpy(errbuf + n, ": ", 2);
+	size_t m = strnlen(old, sizeof old);
+	if (m > sizeof errbuf - n - 3)
+		m = sizeof errbuf - n - 3;
+	memcpy(errbuf + n + 2, old, m);
+	errbuf[n + 2 + m] = '\0';
 }
 
 static void oom(void)
@@ -353,5 +362,51 @@ int kiln_random_hex(size_t bytes, char *out)
 		return kiln_err(EIO, "random bytes unavailable");
 	for (size_t i = 0; i < bytes; i++)
 		snprintf(out + 2 * i, 3, "%02x", b[i]);
+	return 0;
+}
+
+int kiln_parse_duration_ms(const char *s, int64_t *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s ? s : "", &end);
+	if (!s || end == s || errno || v < 0)
+		return kiln_err(EINVAL, "bad duration '%s'", s ? s : "");
+	double mul = 1000;
+	if (strcmp(end, "ms") == 0)
+		mul = 1;
+	else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
+		mul = 60000;
+	else if (strcmp(end, "h") == 0)
+		mul = 3600000;
+	else if (*end && strcmp(end, "s") != 0)
+		return kiln_err(EINVAL, "bad duration '%s'", s);
+	if (v * mul > 9e15)
+		return kiln_err(ERANGE, "duration '%s' too large", s);
+	*out = (int64_t)(v * mul);
+	return 0;
+}
+
+int kiln_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s ? s : "", &end, 10);
+	if (!s || end == s || errno || *s == '-')
+		return kiln_err(EINVAL, "bad size '%s'", s ? s : "");
+	unsigned shift = 0;
+	switch (*end) {
+	case 'K': case 'k': shift = 10; end++; break;
+	case 'M': case 'm': shift = 20; end++; break;
+	case 'G': case 'g': shift = 30; end++; break;
+	default: break;
+	}
+	if (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0)
+		end += strlen(end);
+	if (*end)
+		return kiln_err(EINVAL, "bad size '%s'", s);
+	if (shift && v > (UINT64_MAX >> shift))
+		return kiln_err(ERANGE, "size '%s' too large", s);
+	*out = (uint64_t)v << shift;
 	return 0;
 }

@@ -82,4 +82,9 @@ void kiln_sha256_hex(const void *data, size_t len, char out[65]);
 /* Random hex token of `bytes` random bytes (2*bytes+1 chars). */
 int kiln_random_hex(size_t bytes, char *out);
 
+/* Parses a duration: "250ms", "15s", "2m", "1h", or bare seconds; -EINVAL if malformed. */
+int kiln_parse_duration_ms(const char *s, int64_t *out);
+/* Parses a size: "512", "64K", "4M", "1G" (powers of 1024, optional "iB"/"B"); -EINVAL if malformed. */
+int kiln_parse_size(const char *s, uint64_t *out);
+
 #endif

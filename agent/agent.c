@@ -1,0 +1,630 @@
+/*
+ * agent — the bus client. The poll thread registers and keeps one Poll in
+ * flight; an assignment starts a job thread. The shipper thread drains each
+ * job's outbox in order: log lines as soon as any are waiting (what arrives
+ * while a batch is in flight goes in the next one, at most 64 KiB each), then
+ * step and job updates; a job's final result goes only once every one of its
+ * lines is stored. Every send is retried until the coordinator answers, so
+ * jobs keep running while it is away.
+ */
+#include "agent/internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <nng/protocol/reqrep0/req.h>
+
+#define BATCH_BYTES (64u << 10)
+#define BATCH_LINES 4096
+#define CALL_TIMEOUT_MS 30000
+
+static int do_register(agent *a);
+
+static void free_response(Kiln__Response **r)
+{
+	if (*r)
+		kiln__response__free_unpacked(*r, NULL);
+}
+
+/* One request/response on a fresh context; no retries here. */
+static int call_once(agent *a, Kiln__Request *req, int64_t timeout_ms, Kiln__Response **out)
+{
+	req->version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
+	size_t n = kiln__request__get_packed_size(req);
+	nng_msg *m;
+	if (nng_msg_alloc(&m, n) != 0)
+		return -ENOMEM;
+	kiln__request__pack(req, (uint8_t *)nng_msg_body(m));
+	nng_ctx ctx;
+	nng_aio *aio;
+	int r = nng_ctx_open(&ctx, a->sock);
+	if (r != 0) {
+		nng_msg_free(m);
+		return kiln_err(ECONNABORTED, "bus: %s", nng_strerror(r));
+	}
+	if (nng_aio_alloc(&aio, NULL, NULL) != 0) {
+		nng_ctx_close(ctx);
+		nng_msg_free(m);
+		return -ENOMEM;
+	}
+	nng_aio_set_timeout(aio, (nng_duration)timeout_ms);
+	nng_aio_set_msg(aio, m);
+	nng_ctx_send(ctx, aio);
+	nng_aio_wait(aio);
+	if ((r = nng_aio_result(aio)) != 0) {
+		nng_msg_free(nng_aio_get_msg(aio));
+		goto out;
+	}
+	nng_ctx_recv(ctx, aio);
+	nng_aio_wait(aio);
+	if ((r = nng_aio_result(aio)) != 0)
+		goto out;
+	m = nng_aio_get_msg(aio);
+	*out = kiln__response__unpack(NULL, nng_msg_len(m), (const uint8_t *)nng_msg_body(m));
+	nng_msg_free(m);
+	if (!*out)
+		r = NNG_EPROTO;
+out:
+	nng_aio_free(aio);
+	nng_ctx_close(ctx);
+	if (r == 0)
+		return 0;
+	return kiln_err(r == NNG_ETIMEDOUT ? ETIMEDOUT : r == NNG_ECLOSED ? ECANCELED : EIO,
+			"bus: %s", nng_strerror(r));
+}
+
+int agent_call(agent *a, Kiln__Request *req, int64_t timeout_ms, Kiln__Response **resp)
+{
+	for (int tries = 0; tries < 2; tries++) {
+		pthread_mutex_lock(&a->mu);
+		_cleanup_free_ char *session = kiln_strdup(a->session ? a->session : "");
+		pthread_mutex_unlock(&a->mu);
+		req->session = session;
+		Kiln__Response *r = NULL;
+		int rc = call_once(a, req, timeout_ms, &r);
+		req->session = NULL;
+		if (rc < 0)
+			return rc;
+		if (r->status == KILN__STATUS__STATUS_UNAUTHORIZED &&
+		    req->body_case != KILN__REQUEST__BODY_REGISTER) {
+			kiln__response__free_unpacked(r, NULL);
+			if ((rc = do_register(a)) < 0)
+				return rc;
+			continue;
+		}
+		*resp = r;
+		return 0;
+	}
+	return kiln_err(EACCES, "the coordinator refused our session");
+}
+
+static int do_register(agent *a)
+{
+	Kiln__Register reg = KILN__REGISTER__INIT;
+	reg.token = a->token ? a->token : "";
+	reg.name = a->name;
+	reg.labels = a->labels.v;
+	reg.n_labels = a->labels.n;
+	reg.capacity = a->cfg.capacity;
+	reg.version = KILN_VERSION;
+	pthread_mutex_lock(&a->mu);
+	_cleanup_free_ char *id = kiln_strdup(a->agent_id ? a->agent_id : "");
+	size_t n = 0;
+	for (agent_job *j = a->jobs; j; j = j->next)
+		n++;
+	Kiln__RunningJob *rj = kiln_calloc(n ? n : 1, sizeof *rj);
+	Kiln__RunningJob **rjp = kiln_calloc(n ? n : 1, sizeof *rjp);
+	n = 0;
+	for (agent_job *j = a->jobs; j; j = j->next) {
+		kiln__running_job__init(&rj[n]);
+		rj[n].job_id = j->job_id;
+		rj[n].attempt = j->attempt;
+		rjp[n] = &rj[n];
+		n++;
+	}
+	pthread_mutex_unlock(&a->mu);
+	reg.agent_id = id;
+	reg.running = rjp;
+	reg.n_running = n;
+	Kiln__Request req = KILN__REQUEST__INIT;
+	req.body_case = KILN__REQUEST__BODY_REGISTER;
+	req.register_ = &reg;
+	req.session = "";
+	_cleanup_(free_response) Kiln__Response *resp = NULL;
+	int r = call_once(a, &req, CALL_TIMEOUT_MS, &resp);
+	free(rj);
+	free(rjp);
+	if (r < 0)
+		return r;
+	if (resp->status != KILN__STATUS__STATUS_OK || resp->body_case != KILN__RESPONSE__BODY_REGISTER)
+		return kiln_err(EACCES, "registration refused: %s", resp->error);
+	pthread_mutex_lock(&a->mu);
+	free(a->session);
+	a->session = kiln_strdup(resp->register_->session);
+	free(a->agent_id);
+	a->agent_id = kiln_strdup(resp->register_->agent_id);
+	a->poll_timeout_ms = resp->register_->poll_timeout_ms ? resp->register_->poll_timeout_ms : 25000;
+	pthread_mutex_unlock(&a->mu);
+	fprintf(stderr, "<6>kiln-agent: registered as %s\n", resp->register_->agent_id);
+	return 0;
+}
+
+static bool stopping(agent *a)
+{
+	pthread_mutex_lock(&a->mu);
+	bool s = a->stopping;
+	pthread_mutex_unlock(&a->mu);
+	return s;
+}
+
+/* Waits up to ms unless the agent is stopping; returns true if it is. */
+static bool backoff(agent *a, int64_t ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&a->mu);
+	if (!a->stopping)
+		pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+	bool s = a->stopping;
+	pthread_mutex_unlock(&a->mu);
+	return s;
+}
+
+static void *job_main(void *arg)
+{
+	agent_job *j = arg;
+	agent_job_run(j);
+	agent *a = j->a;
+	pthread_mutex_lock(&a->mu);
+	j->done = true;
+	a->running--;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+	return NULL;
+}
+
+static void start_job(agent *a, Kiln__JobAssignment *ja)
+{
+	pthread_mutex_lock(&a->mu);
+	for (agent_job *j = a->jobs; j; j = j->next) {
+		if (j->job_id == ja->job_id && j->attempt == ja->attempt) {
+			pthread_mutex_unlock(&a->mu); /* a resent assignment: already running */
+			kiln__job_assignment__free_unpacked(ja, NULL);
+			return;
+		}
+	}
+	pthread_mutex_unlock(&a->mu);
+	agent_job *j = kiln_calloc(1, sizeof *j);
+	j->a = a;
+	j->job_id = ja->job_id;
+	j->run_id = ja->run_id;
+	j->attempt = ja->attempt;
+	j->spec = ja;
+	j->base_seq = j->next_seq = 1;
+	agent_cancel_new(&j->cancel);
+	pthread_mutex_lock(&a->mu);
+	j->next = a->jobs;
+	a->jobs = j;
+	a->running++;
+	pthread_mutex_unlock(&a->mu);
+	fprintf(stderr, "<6>kiln-agent: run %llu job %llu attempt %u: %s\n",
+		(unsigned long long)j->run_id, (unsigned long long)j->job_id, j->attempt, ja->name);
+	if (pthread_create(&j->thread, NULL, job_main, j) != 0) {
+		agent_job_update(j, -1, KILN__JOB_STATE__JOB_STATE_COMPLETED,
+				 KILN__CONCLUSION__CONCLUSION_FAILURE, 0, kiln_now_ms(), -1,
+				 "agent could not start a thread", true);
+		pthread_mutex_lock(&a->mu);
+		j->done = true;
+		j->thread = 0;
+		a->running--;
+		pthread_mutex_unlock(&a->mu);
+	}
+}
+
+static void cancel_job(agent *a, uint64_t job_id, uint32_t attempt)
+{
+	pthread_mutex_lock(&a->mu);
+	for (agent_job *j = a->jobs; j; j = j->next)
+		if (j->job_id == job_id && (!attempt || j->attempt == attempt))
+			agent_cancel_fire(j->cancel);
+	pthread_mutex_unlock(&a->mu);
+}
+
+static void *poll_main(void *arg)
+{
+	agent *a = arg;
+	int64_t delay = 100;
+	uint64_t seq = 1;
+	while (!stopping(a)) {
+		pthread_mutex_lock(&a->mu);
+		bool registered = a->session != NULL;
+		pthread_mutex_unlock(&a->mu);
+		if (!registered && do_register(a) < 0) {
+			if (backoff(a, delay))
+				break;
+			delay = delay < 2000 ? delay * 2 : 2000;
+			continue;
+		}
+		Kiln__Poll p = KILN__POLL__INIT;
+		pthread_mutex_lock(&a->mu);
+		p.free_slots = a->running < (int)a->cfg.capacity ? a->cfg.capacity - (uint32_t)a->running : 0;
+		int64_t timeout = (int64_t)a->poll_timeout_ms + 15000;
+		pthread_mutex_unlock(&a->mu);
+		p.poll_seq = seq;
+		Kiln__Request req = KILN__REQUEST__INIT;
+		req.body_case = KILN__REQUEST__BODY_POLL;
+		req.poll = &p;
+		Kiln__Response *resp = NULL;
+		if (agent_call(a, &req, timeout, &resp) < 0) {
+			if (stopping(a) || backoff(a, delay))
+				break;
+			delay = delay < 2000 ? delay * 2 : 2000;
+			continue; /* same seq: a reply we missed is given again */
+		}
+		delay = 100;
+		seq++;
+		if (resp->status == KILN__STATUS__STATUS_OK && resp->body_case == KILN__RESPONSE__BODY_POLL) {
+			Kiln__PollReply *pr = resp->poll;
+			if (pr->what_case == KILN__POLL_REPLY__WHAT_JOB) {
+				Kiln__JobAssignment *ja = pr->job;
+				pr->job = NULL;
+				pr->what_case = KILN__POLL_REPLY__WHAT__NOT_SET;
+				start_job(a, ja);
+			} else if (pr->what_case == KILN__POLL_REPLY__WHAT_CANCEL) {
+				cancel_job(a, pr->cancel->job_id, pr->cancel->attempt);
+			}
+		} else if (backoff(a, delay)) {
+			kiln__response__free_unpacked(resp, NULL);
+			break;
+		}
+		kiln__response__free_unpacked(resp, NULL);
+	}
+	return NULL;
+}
+
+void agent_job_line(agent_job *j, int stream, int32_t step, int64_t ts_ms, const char *text,
+		    size_t len)
+{
+	agent *a = j->a;
+	pthread_mutex_lock(&a->mu);
+	if (j->nlines == j->caplines) {
+		j->caplines = j->caplines ? j->caplines * 2 : 256;
+		j->lines = kiln_realloc(j->lines, j->caplines * sizeof *j->lines);
+	}
+	out_line *l = &j->lines[j->nlines++];
+	l->ts_ms = ts_ms;
+	l->stream = stream;
+	l->step = step;
+	l->text = strndup(text, len);
+	j->next_seq++;
+	j->pending_bytes += len;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+}
+
+void agent_job_update(agent_job *j, int32_t step, Kiln__JobState state, Kiln__Conclusion concl,
+		      int64_t started_ms, int64_t finished_ms, int exit_code, const char *message,
+		      bool last)
+{
+	Kiln__JobUpdate u = KILN__JOB_UPDATE__INIT;
+	u.job_id = j->job_id;
+	u.attempt = j->attempt;
+	u.step_index = step;
+	u.state = state;
+	u.conclusion = concl;
+	u.started_ms = started_ms;
+	u.finished_ms = finished_ms;
+	u.exit_code = exit_code;
+	u.message = (char *)(message ? message : "");
+	out_update *o = kiln_calloc(1, sizeof *o);
+	o->len = kiln__job_update__get_packed_size(&u);
+	o->packed = kiln_malloc(o->len ? o->len : 1);
+	kiln__job_update__pack(&u, o->packed);
+	o->last = last;
+	agent *a = j->a;
+	pthread_mutex_lock(&a->mu);
+	if (j->updates_tail)
+		j->updates_tail->next = o;
+	else
+		j->updates = o;
+	j->updates_tail = o;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+}
+
+/* Sends one batch of j's lines; a->mu held on entry and exit, released while sending. */
+static int ship_lines(agent *a, agent_job *j)
+{
+	size_t n = 0, bytes = 0;
+	while (n < j->nlines && n < BATCH_LINES && bytes < BATCH_BYTES)
+		bytes += strlen(j->lines[n++].text) + 16;
+	Kiln__LogLine *ll = kiln_calloc(n, sizeof *ll);
+	Kiln__LogLine **llp = kiln_calloc(n, sizeof *llp);
+	for (size_t i = 0; i < n; i++) {
+		kiln__log_line__init(&ll[i]);
+		ll[i].ts_ms = j->lines[i].ts_ms;
+		ll[i].stream = j->lines[i].stream;
+		ll[i].step_index = j->lines[i].step;
+		ll[i].text = kiln_strdup(j->lines[i].text);
+		llp[i] = &ll[i];
+	}
+	Kiln__LogAppend la = KILN__LOG_APPEND__INIT;
+	la.job_id = j->job_id;
+	la.attempt = j->attempt;
+	la.first_seq = j->base_seq;
+	la.lines = llp;
+	la.n_lines = n;
+	pthread_mutex_unlock(&a->mu);
+
+	Kiln__Request req = KILN__REQUEST__INIT;
+	req.body_case = KILN__REQUEST__BODY_LOG_APPEND;
+	req.log_append = &la;
+	Kiln__Response *resp = NULL;
+	int r = agent_call(a, &req, CALL_TIMEOUT_MS, &resp);
+	for (size_t i = 0; i < n; i++)
+		free(ll[i].text);
+	free(ll);
+	free(llp);
+
+	pthread_mutex_lock(&a->mu);
+	if (r < 0)
+		return r;
+	if (resp->status == KILN__STATUS__STATUS_OK && resp->body_case == KILN__RESPONSE__BODY_LOG_APPEND) {
+		uint64_t through = resp->log_append->stored_through;
+		size_t drop = 0;
+		while (drop < j->nlines && j->base_seq + drop <= through)
+			drop++;
+		for (size_t i = 0; i < drop; i++) {
+			j->pending_bytes -= strlen(j->lines[i].text);
+			free(j->lines[i].text);
+		}
+		memmove(j->lines, j->lines + drop, (j->nlines - drop) * sizeof *j->lines);
+		j->nlines -= drop;
+		j->base_seq += drop;
+	} else if (resp->status == KILN__STATUS__STATUS_NOT_FOUND ||
+		   resp->status == KILN__STATUS__STATUS_BAD_REQUEST) {
+		j->dropped = true; /* the coordinator will never take these */
+	} else {
+		r = -EAGAIN;
+	}
+	kiln__response__free_unpacked(resp, NULL);
+	return r;
+}
+
+/* Sends j's first update; a->mu held on entry and exit. */
+static int ship_update(agent *a, agent_job *j)
+{
+	out_update *o = j->updates;
+	pthread_mutex_unlock(&a->mu);
+	Kiln__JobUpdate *u = kiln__job_update__unpack(NULL, o->len, o->packed);
+	Kiln__Request req = KILN__REQUEST__INIT;
+	req.body_case = KILN__REQUEST__BODY_JOB_UPDATE;
+	req.job_update = u;
+	Kiln__Response *resp = NULL;
+	int r = agent_call(a, &req, CALL_TIMEOUT_MS, &resp);
+	kiln__job_update__free_unpacked(u, NULL);
+	pthread_mutex_lock(&a->mu);
+	if (r < 0)
+		return r;
+	if (resp->status == KILN__STATUS__STATUS_OK) {
+		if (resp->body_case == KILN__RESPONSE__BODY_JOB_UPDATE && resp->job_update->cancel)
+			agent_cancel_fire(j->cancel);
+	} else if (resp->status == KILN__STATUS__STATUS_STALE ||
+		   resp->status == KILN__STATUS__STATUS_NOT_FOUND) {
+		j->dropped = true;
+		agent_cancel_fire(j->cancel);
+	} else {
+		r = -EAGAIN;
+	}
+	kiln__response__free_unpacked(resp, NULL);
+	if (r == 0 || j->dropped) {
+		j->updates = o->next;
+		if (!j->updates)
+			j->updates_tail = NULL;
+		free(o->packed);
+		free(o);
+	}
+	return r;
+}
+
+static void job_free(agent_job *j)
+{
+	for (size_t i = 0; i < j->nlines; i++)
+		free(j->lines[i].text);
+	free(j->lines);
+	while (j->updates) {
+		out_update *o = j->updates;
+		j->updates = o->next;
+		free(o->packed);
+		free(o);
+	}
+	agent_cancel_free(j->cancel);
+	if (j->spec)
+		kiln__job_assignment__free_unpacked(j->spec, NULL);
+	free(j);
+}
+
+static void *ship_main(void *arg)
+{
+	agent *a = arg;
+	int64_t delay = 100;
+	pthread_mutex_lock(&a->mu);
+	for (;;) {
+		bool worked = false, failed = false;
+		for (agent_job **pp = &a->jobs; *pp;) {
+			agent_job *j = *pp;
+			int r = 0;
+			if (j->dropped) {
+				for (size_t i = 0; i < j->nlines; i++)
+					free(j->lines[i].text);
+				j->nlines = 0;
+				j->base_seq = j->next_seq;
+				while (j->updates) {
+					out_update *o = j->updates;
+					j->updates = o->next;
+					free(o->packed);
+					free(o);
+				}
+				j->updates_tail = NULL;
+			}
+			if (j->nlines) {
+				r = ship_lines(a, j);
+				worked = true;
+			} else if (j->updates && (!j->updates->last || j->nlines == 0)) {
+				r = ship_update(a, j);
+				worked = true;
+			}
+			if (r < 0)
+				failed = true;
+			if (j->done && !j->nlines && !j->updates) {
+				/* the lock was dropped while sending: unlink by search, then rescan */
+				for (agent_job **q = &a->jobs; *q; q = &(*q)->next) {
+					if (*q == j) {
+						*q = j->next;
+						break;
+					}
+				}
+				pthread_t t = j->thread;
+				pthread_mutex_unlock(&a->mu);
+				if (t)
+					pthread_join(t, NULL);
+				job_free(j);
+				pthread_mutex_lock(&a->mu);
+				pthread_cond_broadcast(&a->cv);
+				pp = &a->jobs;
+				continue;
+			}
+			pp = &j->next;
+		}
+		if (a->stopping && (!a->jobs || failed))
+			break;
+		if (failed) {
+			pthread_mutex_unlock(&a->mu);
+			bool s = backoff(a, delay);
+			pthread_mutex_lock(&a->mu);
+			delay = delay < 2000 ? delay * 2 : 2000;
+			if (s && !a->jobs)
+				break;
+			continue;
+		}
+		delay = 100;
+		if (!worked)
+			pthread_cond_wait(&a->cv, &a->mu);
+	}
+	pthread_mutex_unlock(&a->mu);
+	return NULL;
+}
+
+int agent_start(const agent_config *cfg, agent **out)
+{
+	agent *a = kiln_calloc(1, sizeof *a);
+	a->cfg = *cfg;
+	if (!a->cfg.capacity)
+		a->cfg.capacity = 1;
+	a->coordinator = kiln_strdup(cfg->coordinator);
+	char host[256] = "agent";
+	gethostname(host, sizeof host - 1);
+	a->name = kiln_strdup(cfg->name && *cfg->name ? cfg->name : host);
+	a->work_dir = kiln_strdup(cfg->work_dir);
+	a->token = kiln_strdup(cfg->token);
+	kiln_strv_split(&a->labels, cfg->labels ? cfg->labels : "", ",");
+	a->cfg.coordinator = a->coordinator;
+	a->cfg.name = a->name;
+	a->cfg.work_dir = a->work_dir;
+	a->cfg.token = a->token;
+	a->cfg.labels = NULL;
+	pthread_mutex_init(&a->mu, NULL);
+	pthread_cond_init(&a->cv, NULL);
+	int r = kiln_mkdir_p(a->work_dir, 0750);
+	if (r < 0)
+		goto fail;
+	if ((r = nng_req0_open(&a->sock)) != 0) {
+		r = kiln_err(EIO, "bus: %s", nng_strerror(r));
+		goto fail;
+	}
+	nng_socket_set_ms(a->sock, NNG_OPT_RECONNMINT, 50);
+	nng_socket_set_ms(a->sock, NNG_OPT_RECONNMAXT, 2000);
+	nng_socket_set_ms(a->sock, NNG_OPT_REQ_RESENDTIME, 60000);
+	nng_socket_set_size(a->sock, NNG_OPT_RECVMAXSZ, 64u << 20);
+	if ((r = nng_dialer_create(&a->dialer, a->sock, a->coordinator)) != 0 ||
+	    (r = nng_dialer_start(a->dialer, NNG_FLAG_NONBLOCK)) != 0) {
+		r = kiln_err(EINVAL, "cannot dial %s: %s", a->coordinator, nng_strerror(r));
+		goto fail;
+	}
+	if (pthread_create(&a->ship_thread, NULL, ship_main, a) != 0) {
+		r = kiln_err(EAGAIN, "cannot start a thread");
+		goto fail;
+	}
+	a->ship_started = true;
+	if (pthread_create(&a->poll_thread, NULL, poll_main, a) != 0) {
+		r = kiln_err(EAGAIN, "cannot start a thread");
+		goto fail;
+	}
+	a->poll_started = true;
+	*out = a;
+	return 0;
+fail:
+	agent_free(a);
+	return r;
+}
+
+int agent_running(agent *a)
+{
+	pthread_mutex_lock(&a->mu);
+	int n = a->running;
+	pthread_mutex_unlock(&a->mu);
+	return n;
+}
+
+void agent_free(agent *a)
+{
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->mu);
+	a->stopping = true;
+	for (agent_job *j = a->jobs; j; j = j->next)
+		agent_cancel_fire(j->cancel);
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+	/* let cancelled jobs end and the shipper deliver their last lines and results (for a
+	   while: the coordinator may be gone), then close the socket, which ends a held poll */
+	if (a->ship_started) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 10;
+		pthread_mutex_lock(&a->mu);
+		while (a->jobs && pthread_cond_timedwait(&a->cv, &a->mu, &ts) == 0)
+			;
+		pthread_mutex_unlock(&a->mu);
+	}
+	nng_close(a->sock);
+	if (a->poll_started)
+		pthread_join(a->poll_thread, NULL);
+	if (a->ship_started)
+		pthread_join(a->ship_thread, NULL);
+	while (a->jobs) {
+		agent_job *j = a->jobs;
+		a->jobs = j->next;
+		if (j->thread)
+			pthread_join(j->thread, NULL);
+		job_free(j);
+	}
+	pthread_mutex_destroy(&a->mu);
+	pthread_cond_destroy(&a->cv);
+	kiln_strv_free(&a->labels);
+	free(a->coordinator);
+	free(a->name);
+	free(a->work_dir);
+	free(a->token);
+	free(a->session);
+	free(a->agent_id);
+	free(a);
+}

@@ -1,0 +1,1356 @@
+/*
+ * git — kiln's use of libgit2 (1.5: no shallow fetch, no fetch by object id).
+ *
+ * Mirrors. The agent keeps one bare mirror per remote URL under its
+ * mirrors directory, named by the SHA-256 of the (absolute) URL, with the
+ * remote's branches and tags mapped one to one (refs/heads/ and refs/tags/,
+ * forced) and pruned. A lock file beside the mirror (`<name>.lock`) is flock()-ed
+ * exclusively while the mirror is created or fetched, and shared while a
+ * checkout copies its objects, so jobs in one process and agents in several
+ * processes can share it. A new mirror is built under `<name>.tmp` and renamed
+ * into place once its first fetch succeeded: a mirror that exists is whole.
+ *
+ * Checkouts are local clones of a mirror (objects hardlinked when on the same
+ * filesystem, copied otherwise), then a forced checkout of the exact commit.
+ * Snapshots do the same from a developer's repository and then overlay what
+ * `git status` reports, so a local run sees uncommitted work.
+ *
+ * libgit2 objects are never shared between calls, so every function here may
+ * run on any thread; libgit2 itself is initialised once through
+ * pthread_once().
+ */
+#include "common/git.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <git2.h>
+
+#define ARG_MAX_LEN 4096 /* longest url, ref or path argument accepted */
+#define COPY_DEPTH_MAX 256 /* deepest directory copied by a snapshot */
+
+/* ---- cleanup helpers ---------------------------------------------------- */
+
+#define GIT_CLEANUP_FUNC(type, fn)                                                                 \
+	static inline void fn##p(type **p)                                                         \
+	{                                                                                          \
+		if (*p)                                                                            \
+			fn(*p);                                                                    \
+	}
+GIT_CLEANUP_FUNC(git_repository, git_repository_free)
+GIT_CLEANUP_FUNC(git_remote, git_remote_free)
+GIT_CLEANUP_FUNC(git_object, git_object_free)
+GIT_CLEANUP_FUNC(git_commit, git_commit_free)
+GIT_CLEANUP_FUNC(git_tree, git_tree_free)
+GIT_CLEANUP_FUNC(git_tree_entry, git_tree_entry_free)
+GIT_CLEANUP_FUNC(git_reference, git_reference_free)
+GIT_CLEANUP_FUNC(git_reference_iterator, git_reference_iterator_free)
+GIT_CLEANUP_FUNC(git_odb, git_odb_free)
+GIT_CLEANUP_FUNC(git_config, git_config_free)
+GIT_CLEANUP_FUNC(git_blob, git_blob_free)
+GIT_CLEANUP_FUNC(git_status_list, git_status_list_free)
+GIT_CLEANUP_FUNC(DIR, closedir)
+
+static inline void git_buf_disposep(git_buf *b)
+{
+	git_buf_dispose(b);
+}
+
+static inline void closep(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+}
+
+static inline void strv_freep(kiln_strv *sv)
+{
+	kiln_strv_free(sv);
+}
+
+/* ---- errors and small helpers ------------------------------------------- */
+
+/* Sets the thread's message from libgit2's last error and maps `code` to a negative errno. */
+static int gerr(int code, const char *fmt, ...) KILN_PRINTF(2, 3);
+static int gerr(int code, const char *fmt, ...)
+{
+	char what[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+
+	int err;
+	switch (code) {
+	case GIT_ENOTFOUND:
+	case GIT_EUNBORNBRANCH:
+		err = ENOENT;
+		break;
+	case GIT_EEXISTS:
+		err = EEXIST;
+		break;
+	case GIT_EAMBIGUOUS:
+	case GIT_EINVALIDSPEC:
+	case GIT_EPEEL:
+	case GIT_EINVALID:
+		err = EINVAL;
+		break;
+	case GIT_ELOCKED:
+		err = EBUSY;
+		break;
+	case GIT_EAUTH:
+	case GIT_ECERTIFICATE:
+		err = EACCES;
+		break;
+	default:
+		err = EIO;
+	}
+	const git_error *e = git_error_last();
+	int r = kiln_err(err, "%s: %s", what, e && e->message ? e->message : "libgit2 error");
+	git_error_clear();
+	return r;
+}
+
+/* Re-raises the current message after cleanup code that may overwrite it. */
+static int keep_err(int r, const char *saved)
+{
+	return kiln_err(r, "%s", saved);
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+	return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static bool is_hex(const char *s, size_t min, size_t max)
+{
+	size_t n = strspn(s, "0123456789abcdefABCDEF");
+	return s[n] == '\0' && n >= min && n <= max;
+}
+
+static int check_arg(const char *what, const char *s)
+{
+	if (!s || !*s)
+		return kiln_err(EINVAL, "%s is empty", what);
+	if (strnlen(s, ARG_MAX_LEN + 1) > ARG_MAX_LEN)
+		return kiln_err(EINVAL, "%s is longer than %d bytes", what, ARG_MAX_LEN);
+	return 0;
+}
+
+static int parse_sha(const char *sha, git_oid *oid)
+{
+	int r = check_arg("commit sha", sha);
+	if (r < 0)
+		return r;
+	if (!is_hex(sha, GIT_OID_HEXSZ, GIT_OID_HEXSZ) || git_oid_fromstr(oid, sha) < 0) {
+		git_error_clear();
+		return kiln_err(EINVAL, "'%.64s' is not a full 40-hex commit sha", sha);
+	}
+	return 0;
+}
+
+static pthread_once_t git_once = PTHREAD_ONCE_INIT;
+static int git_init_rc;
+
+static void git_init_once(void)
+{
+	git_init_rc = git_libgit2_init();
+}
+
+int kiln_git_init(void)
+{
+	pthread_once(&git_once, git_init_once);
+	if (git_init_rc < 0)
+		return kiln_err(EIO, "libgit2 initialisation failed");
+	return 0;
+}
+
+static int open_repo(git_repository **out, const char *path, bool search)
+{
+	int r = check_arg("repository path", path);
+	if (r < 0)
+		return r;
+	r = git_repository_open_ext(out, path, search ? 0 : GIT_REPOSITORY_OPEN_NO_SEARCH, NULL);
+	if (r < 0)
+		return gerr(r, "open repository %s", path);
+	return 0;
+}
+
+/* The commit `rev` names (a sha, abbreviated sha, branch, tag, HEAD...), peeling tags. */
+static int lookup_commit(git_commit **out, git_repository *repo, const char *rev)
+{
+	_cleanup_(git_object_freep) git_object *obj = NULL;
+	int r = check_arg("revision", rev);
+	if (r < 0)
+		return r;
+	r = git_revparse_single(&obj, repo, rev);
+	if (r < 0)
+		return gerr(r, "revision '%s'", rev);
+	git_object *peeled = NULL;
+	r = git_object_peel(&peeled, obj, GIT_OBJECT_COMMIT);
+	if (r < 0)
+		return gerr(r, "revision '%s' is not a commit", rev);
+	*out = (git_commit *)peeled;
+	return 0;
+}
+
+/* Whether a git URL names a local path: not scheme://, not scp-like host:path (as git decides). */
+static bool is_local_url(const char *url)
+{
+	if (strstr(url, "://"))
+		return false;
+	const char *colon = strchr(url, ':'), *slash = strchr(url, '/');
+	return !(colon && colon != url && (!slash || colon < slash));
+}
+
+/* The URL kiln names mirrors by and stores as "origin": local paths made absolute. */
+static int normalize_url(const char *url, char **out)
+{
+	int r = check_arg("repository url", url);
+	if (r < 0)
+		return r;
+	if (!is_local_url(url)) {
+		*out = kiln_strdup(url);
+		return 0;
+	}
+	char buf[PATH_MAX];
+	if (realpath(url, buf)) {
+		*out = kiln_strdup(buf);
+		return 0;
+	}
+	if (url[0] == '/') {
+		*out = kiln_strdup(url);
+		return 0;
+	}
+	if (!getcwd(buf, sizeof buf))
+		return kiln_err(errno, "getcwd: %s", strerror(errno));
+	*out = kiln_asprintf("%s/%s", buf, url);
+	return 0;
+}
+
+/* `url` fit for messages: any user:password@ part replaced, so tokens stay out of logs. Owned. */
+static char *url_for_log(const char *url)
+{
+	const char *scheme = strstr(url, "://");
+	if (!scheme)
+		return kiln_strdup(url);
+	const char *host = scheme + 3;
+	size_t auth = strcspn(host, "/@");
+	if (host[auth] != '@')
+		return kiln_strdup(url);
+	return kiln_asprintf("%.*s***@%s", (int)(host - url), url, host + auth + 1);
+}
+
+/* flock()s `path` with `op`; *fd = -1 (and no lock) when !create and the file is absent. */
+static int lock_path(const char *path, int op, bool create, int *fd)
+{
+	int f = open(path, (create ? O_RDWR | O_CREAT : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (f < 0) {
+		if (!create && errno == ENOENT) {
+			*fd = -1;
+			return 0;
+		}
+		return kiln_err(errno, "open lock %s: %s", path, strerror(errno));
+	}
+	while (flock(f, op) < 0) {
+		if (errno == EINTR)
+			continue;
+		int e = errno;
+		close(f);
+		return kiln_err(e, "flock %s: %s", path, strerror(e));
+	}
+	*fd = f;
+	return 0;
+}
+
+static bool ref_exists(git_repository *repo, const char *name)
+{
+	git_oid oid;
+	int r = git_reference_name_to_id(&oid, repo, name);
+	if (r < 0)
+		git_error_clear();
+	return r == 0;
+}
+
+/* ---- mirrors ------------------------------------------------------------ */
+
+/* Sets config variables in the repository's own config file (name, value, name, value..., NULL). */
+static int set_config(git_repository *repo, ...)
+{
+	_cleanup_(git_config_freep) git_config *cfg = NULL;
+	int r = git_repository_config(&cfg, repo);
+	if (r < 0)
+		return gerr(r, "open config");
+	va_list ap;
+	va_start(ap, repo);
+	const char *name;
+	while ((name = va_arg(ap, const char *))) {
+		const char *value = va_arg(ap, const char *);
+		if ((r = git_config_set_string(cfg, name, value)) < 0) {
+			va_end(ap);
+			return gerr(r, "set %s", name);
+		}
+	}
+	va_end(ap);
+	return 0;
+}
+
+/* Points the mirror's HEAD at the remote's default branch, or guesses when HEAD is unborn. */
+static int set_mirror_head(git_repository *repo, git_remote *remote)
+{
+	_cleanup_(git_buf_disposep) git_buf def = GIT_BUF_INIT;
+	const char *want = NULL;
+	if (git_remote_default_branch(&def, remote) == 0 && def.ptr && starts_with(def.ptr, "refs/heads/") &&
+	    ref_exists(repo, def.ptr)) {
+		want = def.ptr;
+	} else {
+		git_error_clear();
+		int unborn = git_repository_head_unborn(repo);
+		if (unborn < 0)
+			return gerr(unborn, "read mirror HEAD");
+		if (!unborn)
+			return 0;
+		if (ref_exists(repo, "refs/heads/main"))
+			want = "refs/heads/main";
+		else if (ref_exists(repo, "refs/heads/master"))
+			want = "refs/heads/master";
+	}
+	if (!want)
+		return 0;
+
+	_cleanup_(git_reference_freep) git_reference *head = NULL;
+	if (git_reference_lookup(&head, repo, "HEAD") == 0 &&
+	    git_reference_type(head) == GIT_REFERENCE_SYMBOLIC &&
+	    strcmp(git_reference_symbolic_target(head), want) == 0)
+		return 0;
+	git_error_clear();
+	int r = git_repository_set_head(repo, want);
+	if (r < 0)
+		return gerr(r, "set mirror HEAD to %s", want);
+	return 0;
+}
+
+/*
+ * Fetches into a mirror through an in-memory remote with explicit refspecs. libgit2 1.5.1 leaks
+ * a PCRE2 match block (~20 KiB) for every config entry a regex fails to match, and named
+ * remotes run such regexes (url.*.insteadOf, remote listing) on every lookup: in an agent that
+ * fetches all day that adds up, so kiln never looks a remote up by name.
+ */
+static int mirror_fetch(git_repository *repo, const char *url)
+{
+	_cleanup_(git_remote_freep) git_remote *remote = NULL;
+	git_remote_create_options co = GIT_REMOTE_CREATE_OPTIONS_INIT;
+	co.repository = repo;
+	co.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF | GIT_REMOTE_CREATE_SKIP_DEFAULT_FETCHSPEC;
+	_cleanup_free_ char *shown = url_for_log(url);
+	int r = git_remote_create_with_opts(&remote, url, &co);
+	if (r < 0)
+		return gerr(r, "remote %s", shown);
+
+	char *specs[] = {"+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"};
+	git_strarray refspecs = {specs, KILN_ARRAY_SIZE(specs)};
+	git_fetch_options fo = GIT_FETCH_OPTIONS_INIT;
+	fo.prune = GIT_FETCH_PRUNE;
+	fo.update_fetchhead = 0;
+	fo.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE; /* the tag refspec takes them all */
+	fo.proxy_opts.type = GIT_PROXY_AUTO;
+	r = git_remote_fetch(remote, &refspecs, &fo, "kiln: fetch");
+	if (r < 0)
+		return gerr(r, "fetch %s", shown);
+	return set_mirror_head(repo, remote);
+}
+
+/* Whether the repository at `path` exists and holds commit `oid`. */
+static bool has_commit(const char *path, const git_oid *oid)
+{
+	_cleanup_(git_repository_freep) git_repository *repo = NULL;
+	_cleanup_(git_commit_freep) git_commit *c = NULL;
+	bool ok = git_repository_open_bare(&repo, path) == 0 && git_commit_lookup(&c, repo, oid) == 0;
+	git_error_clear();
+	return ok;
+}
+
+static int mirror_ensure(const char *mirrors_dir, const char *url_in, const git_oid *want, char **out)
+{
+	int r = kiln_git_init();
+	if (r < 0)
+		return r;
+	if ((r = check_arg("mirrors directory", mirrors_dir)) < 0)
+		return r;
+	_cleanup_free_ char *url = NULL;
+	if ((r = normalize_url(url_in, &url)) < 0)
+		return r;
+	if ((r = kiln_mkdir_p(mirrors_dir, 0755)) < 0)
+		return r;
+	char base[PATH_MAX];
+	if (!realpath(mirrors_dir, base))
+		return kiln_err(errno, "%s: %s", mirrors_dir, strerror(errno));
+
+	char hex[65];
+	kiln_sha256_hex(url, strlen(url), hex);
+	_cleanup_free_ char *path = kiln_asprintf("%s/%s", base, hex);
+	_cleanup_free_ char *lock = kiln_asprintf("%s.lock", path);
+	_cleanup_free_ char *tmp = kiln_asprintf("%s.tmp", path);
+
+	/* A mirror only appears once whole, so it can be read without the lock. */
+	if (want && has_commit(path, want)) {
+		*out = kiln_strdup(path);
+		return 0;
+	}
+
+	_cleanup_(closep) int lock_fd = -1;
+	if ((r = lock_path(lock, LOCK_EX, true, &lock_fd)) < 0)
+		return r;
+	if (want && has_commit(path, want)) { /* fetched while we waited */
+		*out = kiln_strdup(path);
+		return 0;
+	}
+
+	struct stat st;
+	if (stat(path, &st) == 0) {
+		_cleanup_(git_repository_freep) git_repository *repo = NULL;
+		r = git_repository_open_bare(&repo, path);
+		if (r < 0)
+			return gerr(r, "open mirror %s", path);
+		if ((r = mirror_fetch(repo, url)) < 0)
+			return r;
+	} else {
+		if (errno != ENOENT)
+			return kiln_err(errno, "%s: %s", path, strerror(errno));
+		if ((r = kiln_rm_rf(tmp)) < 0) /* a creation that died half-way */
+			return r;
+		_cleanup_(git_repository_freep) git_repository *repo = NULL;
+		git_repository_init_options io = GIT_REPOSITORY_INIT_OPTIONS_INIT;
+		io.flags = GIT_REPOSITORY_INIT_BARE | GIT_REPOSITORY_INIT_MKPATH | GIT_REPOSITORY_INIT_NO_REINIT;
+		r = git_repository_init_ext(&repo, tmp, &io);
+		if (r < 0)
+			return gerr(r, "create mirror %s", tmp);
+		r = set_config(repo, "remote.origin.url", url, "remote.origin.fetch", "+refs/heads/*:refs/heads/*",
+			       "remote.origin.tagOpt", "--tags", "remote.origin.prune", "true", (const char *)NULL);
+		if (r == 0)
+			r = mirror_fetch(repo, url);
+		git_repository_free(repo);
+		repo = NULL;
+		if (r < 0) {
+			char saved[1024];
+			snprintf(saved, sizeof saved, "%s", kiln_errmsg());
+			kiln_rm_rf(tmp);
+			return keep_err(r, saved);
+		}
+		if (rename(tmp, path) < 0) {
+			int e = errno;
+			kiln_rm_rf(tmp);
+			return kiln_err(e, "rename %s: %s", tmp, strerror(e));
+		}
+	}
+
+	if (want && !has_commit(path, want)) {
+		char s[GIT_OID_HEXSZ + 1];
+		git_oid_tostr(s, sizeof s, want);
+		_cleanup_free_ char *shown = url_for_log(url);
+		return kiln_err(ENOENT, "commit %s is not in %s (fetched its branches and tags)", s, shown);
+	}
+	*out = kiln_strdup(path);
+	return 0;
+}
+
+int kiln_git_mirror(const char *mirrors_dir, const char *url, char **out)
+{
+	return mirror_ensure(mirrors_dir, url, NULL, out);
+}
+
+int kiln_git_mirror_for(const char *mirrors_dir, const char *url, const char *sha, char **out)
+{
+	git_oid oid;
+	int r = parse_sha(sha, &oid);
+	if (r < 0)
+		return r;
+	return mirror_ensure(mirrors_dir, url, &oid, out);
+}
+
+/* ---- files --------------------------------------------------------------- */
+
+/* Copies the regular file src to the new path dst (never through a symlink), with `mode`. */
+static int copy_file(const char *src, const char *dst, mode_t mode)
+{
+	_cleanup_(closep) int in = open(src, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (in < 0)
+		return kiln_err(errno, "open %s: %s", src, strerror(errno));
+	_cleanup_(closep) int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (out < 0)
+		return kiln_err(errno, "create %s: %s", dst, strerror(errno));
+	_cleanup_free_ char *buf = kiln_malloc(65536);
+	for (;;) {
+		ssize_t n = read(in, buf, 65536);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return kiln_err(errno, "read %s: %s", src, strerror(errno));
+		if (n == 0)
+			break;
+		for (ssize_t off = 0; off < n;) {
+			ssize_t w = write(out, buf + off, (size_t)(n - off));
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0)
+				return kiln_err(errno, "write %s: %s", dst, strerror(errno));
+			off += w;
+		}
+	}
+	if (fchmod(out, mode & 07777) < 0)
+		return kiln_err(errno, "chmod %s: %s", dst, strerror(errno));
+	int fd = out;
+	out = -1;
+	if (close(fd) < 0)
+		return kiln_err(errno, "close %s: %s", dst, strerror(errno));
+	return 0;
+}
+
+static int copy_symlink(const char *src, const char *dst)
+{
+	char target[PATH_MAX];
+	ssize_t n = readlink(src, target, sizeof target);
+	if (n < 0)
+		return kiln_err(errno, "readlink %s: %s", src, strerror(errno));
+	if ((size_t)n >= sizeof target)
+		return kiln_err(ENAMETOOLONG, "readlink %s: target too long", src);
+	target[n] = '\0';
+	if (symlink(target, dst) < 0)
+		return kiln_err(errno, "symlink %s: %s", dst, strerror(errno));
+	return 0;
+}
+
+/* ---- checkouts ---------------------------------------------------------- */
+
+/* Makes sure `dir` is an empty directory; *existed says whether it was there before. */
+static int prepare_dir(const char *dir, bool *existed)
+{
+	int r = check_arg("directory", dir);
+	if (r < 0)
+		return r;
+	struct stat st;
+	if (lstat(dir, &st) < 0) {
+		if (errno != ENOENT)
+			return kiln_err(errno, "%s: %s", dir, strerror(errno));
+		*existed = false;
+		return kiln_mkdir_p(dir, 0755);
+	}
+	if (!S_ISDIR(st.st_mode))
+		return kiln_err(ENOTDIR, "%s: not a directory", dir);
+	_cleanup_(closedirp) DIR *d = opendir(dir);
+	if (!d)
+		return kiln_err(errno, "%s: %s", dir, strerror(errno));
+	struct dirent *de;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			return kiln_err(ENOTEMPTY, "%s: directory is not empty", dir);
+	*existed = true;
+	return 0;
+}
+
+/* Undoes prepare_dir() after a failure, keeping the error message. */
+static int undo_dir(int r, const char *dir, bool existed)
+{
+	char saved[1024];
+	snprintf(saved, sizeof saved, "%s", kiln_errmsg());
+	if (!existed) {
+		kiln_rm_rf(dir);
+	} else {
+		DIR *d = opendir(dir);
+		struct dirent *de;
+		while (d && (de = readdir(d))) {
+			if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+				continue;
+			_cleanup_free_ char *p = kiln_asprintf("%s/%s", dir, de->d_name);
+			kiln_rm_rf(p);
+		}
+		if (d)
+			closedir(d);
+	}
+	return keep_err(r, saved);
+}
+
+/* Names git and libgit2 give files they are still writing into an object database. */
+static bool is_temp_object_file(const char *name)
+{
+	return starts_with(name, "tmp_") || starts_with(name, "pack_git2_") ||
+	       starts_with(name, "tmp_object_git2_") || starts_with(name, "incoming-");
+}
+
+/* Hardlinks the object files under src into dst (copying once linking is refused, e.g. across
+   filesystems). Objects are immutable, so sharing their inodes with the source is safe. */
+static int link_objects(const char *src, const char *dst, bool *can_link, int depth)
+{
+	if (depth > 3) /* objects/xx/, objects/pack/, objects/info/: nothing deeper is ours */
+		return 0;
+	if (mkdir(dst, 0755) < 0 && errno != EEXIST)
+		return kiln_err(errno, "mkdir %s: %s", dst, strerror(errno));
+	_cleanup_(closedirp) DIR *d = opendir(src);
+	if (!d)
+		return errno == ENOENT ? 0 : kiln_err(errno, "opendir %s: %s", src, strerror(errno));
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+		    is_temp_object_file(de->d_name) || (depth == 1 && strcmp(de->d_name, "alternates") == 0))
+			continue;
+		_cleanup_free_ char *s = kiln_asprintf("%s/%s", src, de->d_name);
+		_cleanup_free_ char *t = kiln_asprintf("%s/%s", dst, de->d_name);
+		struct stat st;
+		if (lstat(s, &st) < 0) {
+			if (errno == ENOENT)
+				continue; /* removed by a repack meanwhile */
+			return kiln_err(errno, "%s: %s", s, strerror(errno));
+		}
+		int r = 0;
+		if (S_ISDIR(st.st_mode)) {
+			r = link_objects(s, t, can_link, depth + 1);
+		} else if (S_ISREG(st.st_mode)) {
+			if (*can_link) {
+				if (link(s, t) == 0 || errno == EEXIST || errno == ENOENT)
+					continue;
+				*can_link = false; /* EXDEV, EPERM, EMLINK...: copy from now on */
+			}
+			r = copy_file(s, t, st.st_mode);
+			if (r == -ENOENT)
+				r = 0;
+		}
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Copies objects/info/alternates, making relative entries absolute (they were relative to src). */
+static int copy_alternates(const char *src_objects, const char *dst_objects)
+{
+	_cleanup_free_ char *path = kiln_asprintf("%s/info/alternates", src_objects);
+	_cleanup_free_ char *data = NULL;
+	int r = kiln_read_file(path, 1 << 20, &data, NULL);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	kiln_buf b = {0};
+	_cleanup_(strv_freep) kiln_strv lines = {0};
+	kiln_strv_split(&lines, data, "\n");
+	for (size_t i = 0; i < lines.n; i++) {
+		const char *l = lines.v[i];
+		if (l[0] == '#')
+			continue;
+		if (l[0] == '/')
+			kiln_buf_printf(&b, "%s\n", l);
+		else
+			kiln_buf_printf(&b, "%s/%s\n", src_objects, l);
+	}
+	_cleanup_free_ char *info = kiln_asprintf("%s/info", dst_objects);
+	_cleanup_free_ char *out = kiln_asprintf("%s/alternates", info);
+	r = kiln_mkdir_p(info, 0755);
+	if (r == 0)
+		r = kiln_write_file_atomic(out, b.p ? b.p : "", b.len, 0644);
+	kiln_buf_free(&b);
+	return r;
+}
+
+static int cmp_packed_line(const void *a, const void *b)
+{
+	/* "<40 hex> <refname>": order by refname, as git sorts packed-refs */
+	return strcmp(*(char *const *)a + GIT_OID_HEXSZ + 1, *(char *const *)b + GIT_OID_HEXSZ + 1);
+}
+
+/* Writes the clone's packed-refs: src's branches as refs/remotes/origin/..., its tags as they are. */
+static int write_clone_refs(git_repository *src, const char *gitdir)
+{
+	_cleanup_(git_reference_iterator_freep) git_reference_iterator *it = NULL;
+	_cleanup_(strv_freep) kiln_strv lines = {0};
+	int r = git_reference_iterator_new(&it, src);
+	if (r < 0)
+		return gerr(r, "list refs");
+	git_reference *ref;
+	while ((r = git_reference_next(&ref, it)) == 0) {
+		const char *name = git_reference_name(ref);
+		char hex[GIT_OID_HEXSZ + 1];
+		if (git_reference_type(ref) == GIT_REFERENCE_DIRECT) {
+			git_oid_tostr(hex, sizeof hex, git_reference_target(ref));
+			if (starts_with(name, "refs/heads/"))
+				kiln_strv_push_owned(&lines, kiln_asprintf("%s refs/remotes/origin/%s", hex,
+									   name + strlen("refs/heads/")));
+			else if (starts_with(name, "refs/tags/"))
+				kiln_strv_push_owned(&lines, kiln_asprintf("%s %s", hex, name));
+		}
+		git_reference_free(ref);
+	}
+	if (r != GIT_ITEROVER)
+		return gerr(r, "list refs");
+	git_error_clear();
+	if (lines.n)
+		qsort(lines.v, lines.n, sizeof *lines.v, cmp_packed_line);
+	kiln_buf b = {0};
+	kiln_buf_puts(&b, "# pack-refs with: sorted \n");
+	for (size_t i = 0; i < lines.n; i++)
+		kiln_buf_printf(&b, "%s\n", lines.v[i]);
+	_cleanup_free_ char *path = kiln_asprintf("%spacked-refs", gitdir);
+	r = kiln_write_file_atomic(path, b.p, b.len, 0644);
+	kiln_buf_free(&b);
+	return r;
+}
+
+/*
+ * A non-bare clone of the local repository `src` into the empty directory `dir`, done by hand
+ * rather than with git_clone() (which looks remotes up by name: see mirror_fetch): objects
+ * hardlinked, branches as refs/remotes/origin/..., tags, origin/HEAD, remote "origin" set to
+ * `origin_url`; nothing checked out and HEAD unborn.
+ */
+static int local_clone(git_repository **out, git_repository *src, const char *origin_url, const char *dir)
+{
+	_cleanup_(git_repository_freep) git_repository *repo = NULL;
+	git_repository_init_options io = GIT_REPOSITORY_INIT_OPTIONS_INIT;
+	io.flags = GIT_REPOSITORY_INIT_MKPATH | GIT_REPOSITORY_INIT_NO_REINIT;
+	int r = git_repository_init_ext(&repo, dir, &io);
+	if (r < 0)
+		return gerr(r, "git init %s", dir);
+	r = set_config(repo, "remote.origin.url", origin_url, "remote.origin.fetch",
+		       "+refs/heads/*:refs/remotes/origin/*", (const char *)NULL);
+	if (r < 0)
+		return r;
+
+	_cleanup_free_ char *gitdir = kiln_strdup(git_repository_path(repo));     /* ends in '/' */
+	const char *common = git_repository_commondir(src);			     /* ends in '/' */
+	_cleanup_free_ char *src_objects = kiln_asprintf("%sobjects", common);
+	_cleanup_free_ char *dst_objects = kiln_asprintf("%sobjects", gitdir);
+	bool can_link = true;
+	if ((r = link_objects(src_objects, dst_objects, &can_link, 0)) < 0 ||
+	    (r = copy_alternates(src_objects, dst_objects)) < 0)
+		return r;
+	_cleanup_free_ char *shallow = kiln_asprintf("%sshallow", common);
+	_cleanup_free_ char *shallow_to = kiln_asprintf("%sshallow", gitdir);
+	struct stat st;
+	if (lstat(shallow, &st) == 0 && S_ISREG(st.st_mode) && (r = copy_file(shallow, shallow_to, 0644)) < 0)
+		return r;
+	if ((r = write_clone_refs(src, gitdir)) < 0)
+		return r;
+
+	/* Reopen, so that libgit2 sees the objects and refs written behind its back. */
+	git_repository_free(repo);
+	repo = NULL;
+	if ((r = git_repository_open_ext(&repo, dir, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL)) < 0)
+		return gerr(r, "open %s", dir);
+
+	_cleanup_(git_reference_freep) git_reference *head = NULL;
+	if (git_reference_lookup(&head, src, "HEAD") == 0 && git_reference_type(head) == GIT_REFERENCE_SYMBOLIC &&
+	    starts_with(git_reference_symbolic_target(head), "refs/heads/")) {
+		_cleanup_free_ char *target = kiln_asprintf(
+			"refs/remotes/origin/%s", git_reference_symbolic_target(head) + strlen("refs/heads/"));
+		_cleanup_(git_reference_freep) git_reference *origin_head = NULL;
+		if (ref_exists(repo, target) &&
+		    (r = git_reference_symbolic_create(&origin_head, repo, "refs/remotes/origin/HEAD", target, 1,
+						       "kiln: clone")) < 0)
+			return gerr(r, "set origin/HEAD");
+	}
+	git_error_clear();
+	*out = repo;
+	repo = NULL;
+	return 0;
+}
+
+/* Writes the tree of `oid` into the working tree and index, detaches HEAD there, and when
+   `branch` (a full refs/heads/ name) is given makes that branch point at it and checks it out. */
+static int checkout_commit(git_repository *repo, const git_oid *oid, const char *branch)
+{
+	_cleanup_(git_commit_freep) git_commit *commit = NULL;
+	char s[GIT_OID_HEXSZ + 1];
+	git_oid_tostr(s, sizeof s, oid);
+	int r = git_commit_lookup(&commit, repo, oid);
+	if (r < 0)
+		return gerr(r, "commit %s", s);
+
+	git_checkout_options co = GIT_CHECKOUT_OPTIONS_INIT;
+	co.checkout_strategy = GIT_CHECKOUT_FORCE;
+	r = git_checkout_tree(repo, (const git_object *)commit, &co);
+	if (r < 0)
+		return gerr(r, "checkout %s", s);
+	r = git_repository_set_head_detached(repo, oid);
+	if (r < 0)
+		return gerr(r, "detach HEAD at %s", s);
+	if (!branch)
+		return 0;
+
+	const char *name = branch + strlen("refs/heads/");
+	_cleanup_(git_reference_freep) git_reference *ref = NULL;
+	r = git_reference_create(&ref, repo, branch, oid, 1, "kiln: checkout");
+	if (r < 0)
+		return gerr(r, "create branch %s", name);
+	_cleanup_free_ char *upstream = kiln_asprintf("refs/remotes/origin/%s", name);
+	if (ref_exists(repo, upstream)) {
+		_cleanup_free_ char *k_remote = kiln_asprintf("branch.%s.remote", name);
+		_cleanup_free_ char *k_merge = kiln_asprintf("branch.%s.merge", name);
+		if ((r = set_config(repo, k_remote, "origin", k_merge, branch, (const char *)NULL)) < 0)
+			return r;
+	}
+	r = git_repository_set_head(repo, branch);
+	if (r < 0)
+		return gerr(r, "point HEAD at %s", branch);
+	return 0;
+}
+
+/* The local branch (full name) `ref` asks for in the fresh clone, or NULL for a detached HEAD. */
+static int branch_for_ref(git_repository *repo, const char *ref, char **out)
+{
+	*out = NULL;
+	if (!ref || !*ref || strcmp(ref, "HEAD") == 0)
+		return 0;
+	int r = check_arg("ref", ref);
+	if (r < 0)
+		return r;
+	const char *name;
+	if (starts_with(ref, "refs/heads/")) {
+		name = ref + strlen("refs/heads/");
+	} else if (starts_with(ref, "refs/")) {
+		return 0; /* a tag, a pull request head...: detached, as actions/checkout does */
+	} else {
+		/* A bare name is a branch when the remote has a branch of that name. */
+		_cleanup_free_ char *remote = kiln_asprintf("refs/remotes/origin/%s", ref);
+		if (!ref_exists(repo, remote))
+			return 0;
+		name = ref;
+	}
+	int valid = 0;
+	if (git_branch_name_is_valid(&valid, name) < 0 || !valid) {
+		git_error_clear();
+		return kiln_err(EINVAL, "'%s' is not a valid branch name", name);
+	}
+	*out = kiln_asprintf("refs/heads/%s", name);
+	return 0;
+}
+
+static int checkout_in(const char *mirror, const char *url, const git_oid *oid, const char *ref,
+		       const char *dir)
+{
+	char m[PATH_MAX];
+	if (!realpath(mirror, m))
+		return kiln_err(errno, "mirror %s: %s", mirror, strerror(errno));
+	_cleanup_free_ char *origin = NULL;
+	int r = normalize_url(url ? url : m, &origin);
+	if (r < 0)
+		return r;
+
+	_cleanup_(git_repository_freep) git_repository *repo = NULL;
+	{
+		/* Shared lock: no fetch may add or prune packs while their files are linked. */
+		_cleanup_free_ char *lock = kiln_asprintf("%s.lock", m);
+		_cleanup_(closep) int lock_fd = -1;
+		if ((r = lock_path(lock, LOCK_SH, false, &lock_fd)) < 0)
+			return r;
+		_cleanup_(git_repository_freep) git_repository *src = NULL;
+		if ((r = open_repo(&src, m, false)) < 0)
+			return r;
+		if ((r = local_clone(&repo, src, origin, dir)) < 0)
+			return r;
+	}
+
+	_cleanup_free_ char *branch = NULL;
+	if ((r = branch_for_ref(repo, ref, &branch)) < 0)
+		return r;
+	return checkout_commit(repo, oid, branch);
+}
+
+int kiln_git_checkout(const char *mirror, const char *url, const char *sha, const char *ref, const char *dir)
+{
+	int r = kiln_git_init();
+	if (r < 0)
+		return r;
+	git_oid oid;
+	if ((r = parse_sha(sha, &oid)) < 0)
+		return r;
+	if ((r = check_arg("mirror", mirror)) < 0)
+		return r;
+	bool existed = false;
+	if ((r = prepare_dir(dir, &existed)) < 0)
+		return r;
+	r = checkout_in(mirror, url, &oid, ref, dir);
+	if (r < 0)
+		return undo_dir(r, dir, existed);
+	return 0;
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+int kiln_git_resolve(const char *repo_path, const char *ref, char sha[41])
+{
+	int r = kiln_git_init();
+	if (r < 0)
+		return r;
+	_cleanup_(git_repository_freep) git_repository *repo = NULL;
+	if ((r = open_repo(&repo, repo_path, false)) < 0)
+		return r;
+	_cleanup_(git_commit_freep) git_commit *c = NULL;
+	if ((r = lookup_commit(&c, repo, ref)) < 0)
+		return r;
+	git_oid_tostr(sha, GIT_OID_HEXSZ + 1, git_commit_id(c));
+	return 0;
+}
+
+int kiln_git_full_ref(const char *repo_path, const char *ref, char **out)
+{
+	*out = NULL;
+	int r = kiln_git_init();
+	if (r < 0)
+		return r;
+	if ((r = check_arg("ref", ref)) < 0)
+		return r;
+	_cleanup_(git_repository_freep) git_repository *repo = NULL;
+	if ((r = open_repo(&repo, repo_path, false)) < 0)
+		return r;
+
+	_cleanup_(git_object_freep) git_object *obj = NULL;
+	if (is_hex(ref, GIT_OID_HEXSZ, GIT_OID_HEXSZ)) { /* a full sha wins over a ref of that name */
+		if ((r = git_revparse_single(&obj, repo, ref)) < 0)
+			return gerr(r, "'%s'", ref);
+		return 0;
+	}
+
+	_cleanup_(git_reference_freep) git_reference *found = NULL;
+	if (strcmp(ref, "HEAD") == 0) {
+		if ((r = git_reference_lookup(&found, repo, "HEAD")) < 0)
+			return gerr(r, "HEAD");
+		if (git_reference_type(found) == GIT_REFERENCE_SYMBOLIC)
+			*out = kiln_strdup(git_reference_symbolic_target(found));
+		return 0;
+	}
+	r = starts_with(ref, "refs/") ? git_reference_lookup(&found, repo, ref)
+				       : git_reference_dwim(&found, repo, ref);
+	if (r == 0) {
+		*out = kiln_strdup(git_reference_name(found));
+		return 0;
+	}
+	if (r != GIT_ENOTFOUND && r != GIT_EINVALIDSPEC)
+		return gerr(r, "ref '%s'", ref);
+	git_error_clear();
+	if (is_hex(ref, 4, GIT_OID_HEXSZ - 1) && git_revparse_single(&obj, repo, ref) == 0)
+		return 0;
+	git_error_clear();
+	return kiln_err(ENOENT, "'%s' names no branch, tag or commit in %s", ref, repo_path);
+}
+
+/* A tree path without leading "/" or "./" and trailing "/"; "" for the root; NULL if it climbs. */
+static char *clean_tree_path(const char *path)
+{
+	for (;;) {
+		if (path[0] == '/')
+			path++;
+		else if (path[0] == '.' && path[1] == '/')
+			path += 2;
+		else if (path[0] == '.' && path[1] == '\0')
+			path++;
+		else
+			break;
+	}
+	char *p = kiln_strdup(path);
+	size_t n = strlen(p);
+	while (n > 0 && p[n - 1] == '/')
+		p[--n] = '\0';
+	for (const char *s = p; *s;) {
+		size_t len = strcspn(s, "/");
+		if ((len == 2 && s[0] == '.' && s[1] == '.') || (len == 1 && s[0] == '.') || len == 0) {
+			free(p);
+			return NULL;
+		}
+		s += len;
+		if (*s)
+			s++;
+	}
+	return p;
+}
+
+static int tree_at(git_repository *repo, const char *sha, git_tree **out)
+{
+	_cleanup_(git_commit_freep) git_commit *c = NULL;
+	int r = lookup_commit(&c, repo, sha);
+	if (r < 0)
+		return r;
+	if ((r = git_commit_tree(out, c)) < 0)
+		return gerr(r, "tree of %s", sha);
+	return 0;
+}
+
+int kiln_git_read_file(const char *repo_path, const char *sha, const char *path, size_t max, char **out,
+		       size_t *len)
+{
+	*out = NULL;
+	int r = kiln_git_init();
+	if (r < 0)
+		return r;
+	if ((r = check_arg("file path", path)) < 0)
+		return r;
+	_cleanup_free_ char *p = clean_tree_path(path);
+	if (!p || !*p)
+		return kiln_err(EINVAL, "'%s' is not a file path inside the repository", path);
+	_cleanup_(git_repository_freep) git_repository *repo = NULL;
+	if ((r = open_repo(&repo, repo_path, false)) < 0)
+		return r;
+	_cleanup_(git_tree_freep) git_tree *tree = NULL;
+	if ((r = tree_at(repo, sha, &tree)) < 0)
+		return r;
+	_cleanup_(git_tree_entry_freep) git_tree_entry *e = NULL;
+	if ((r = git_tree_entry_bypath(&e, tree, p)) < 0)
+		return gerr(r, "%s at %s", p, sha);
+	if (git_tree_entry_type(e) == GIT_OBJECT_TREE)
+		return kiln_err(EISDIR, "%s at %s: is a directory", p, sha);
+	if (git_tree_entry_type(e) != GIT_OBJECT_BLOB)
+		return kiln_err(ENOENT, "%s at %s: a submodule, not a file", p, sha);
+
+	/* Check the size from the header before inflating the whole object. */
+	_cleanup_(git_odb_freep) git_odb *odb = NULL;
+	size_t size = 0;
+	git_object_t type;
+	if ((r = git_repository_odb(&odb, repo)) < 0 ||
+	    (r = git_odb_read_header(&size, &type, odb, git_tree_entry_id(e))) < 0)
+		return gerr(r, "%s at %s", p, sha);
+	if (size > max)
+		return kiln_err(EFBIG, "%s at %s: %zu bytes, more than the limit of %zu", p, sha, size, max);
+
+	_cleanup_(git_blob_freep) git_blob *blob = NULL;
+	if ((r = git_blob_lookup(&blob, repo, git_tree_entry_id(e))) < 0)
+		return gerr(r, "%s at %s", p, sha);
+	git_object_size_t n = git_blob_rawsize(blob);
+	if (n > max)
+		return kiln_err(EFBIG, "%s at %s: larger than the limit of %zu bytes", p, sha, max);
+	char *buf = kiln_malloc((size_t)n + 1);
+	memcpy(buf, git_blob_rawcontent(blob), (size_t)n);
+	buf[n] = '\0';
+	*out = buf;
+	if (len)
+		*len = (size_t)n;
+	return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int kiln_git_list_dir(const char *repo_path, const char *sha, const char *dir, kiln_strv *out)
+{
+	int r = kiln_git_init();
+	if (r < 0)
+		return r;
+	_cleanup_free_ char *p = clean_tree_path(dir ? dir : "");
+	if (!p)
+		return kiln_err(EINVAL, "'%s' is not a directory path inside the repository", dir);
+	_cleanup_(git_repository_freep) git_repository *repo = NULL;
+	if ((r = open_repo(&repo, repo_path, false)) < 0)
+		return r;
+	_cleanup_(git_tree_freep) git_tree *root = NULL;
+	if ((r = tree_at(repo, sha, &root)) < 0)
+		return r;
+
+	_cleanup_(git_tree_freep) git_tree *sub = NULL;
+	const git_tree *tree = root;
+	if (*p) {
+		_cleanup_(git_tree_entry_freep) git_tree_entry *e = NULL;
+		if ((r = git_tree_entry_bypath(&e, root, p)) < 0)
+			return gerr(r, "%s at %s", p, sha);
+		if (git_tree_entry_type(e) != GIT_OBJECT_TREE)
+			return kiln_err(ENOENT, "%s at %s: not a directory", p, sha);
+		if ((r = git_tree_lookup(&sub, repo, git_tree_entry_id(e))) < 0)
+			return gerr(r, "%s at %s", p, sha);
+		tree = sub;
+	}
+
+	_cleanup_(strv_freep) kiln_strv names = {0};
+	size_t n = git_tree_entrycount(tree);
+	for (size_t i = 0; i < n; i++) {
+		const git_tree_entry *e = git_tree_entry_byindex(tree, i);
+		if (git_tree_entry_type(e) == GIT_OBJECT_BLOB)
+			kiln_strv_push(&names, git_tree_entry_name(e));
+	}
+	if (names.n)
+		qsort(names.v, names.n, sizeof *names.v, cmp_str);
+	for (size_t i = 0; i < names.n; i++) {
+		kiln_strv_push_owned(out, names.v[i]);
+		names.v[i] = NULL;
+	}
+	names.n = 0;
+	return 0;
+}
+
+int kiln_git_head(const char *repo_path, char sha[41], char **ref)
+{
+	if (ref)
+		*ref = NULL;
+	int r = kiln_git_init();
+	if (r < 0)
+		return r;
+	_cleanup_(git_repository_freep) git_repository *repo = NULL;
+	if ((r = open_repo(&repo, repo_path, true)) < 0)
+		return r;
+	_cleanup_(git_reference_freep) git_reference *head = NULL;
+	if ((r = git_repository_head(&head, repo)) < 0) {
+		if (r == GIT_EUNBORNBRANCH || r == GIT_ENOTFOUND) {
+			git_error_clear();
+			return kiln_err(ENOENT, "%s: no commit yet", repo_path);
+		}
+		return gerr(r, "HEAD of %s", repo_path);
+	}
+	_cleanup_(git_object_freep) git_object *c = NULL;
+	if ((r = git_reference_peel(&c, head, GIT_OBJECT_COMMIT)) < 0)
+		return gerr(r, "HEAD of %s", repo_path);
+	git_oid_tostr(sha, GIT_OID_HEXSZ + 1, git_object_id(c));
+	if (ref && git_reference_is_branch(head))
+		*ref = kiln_strdup(git_reference_name(head));
+	return 0;
+}
+
+/* ---- working-tree snapshots --------------------------------------------- */
+
+/* A status path we may join under a root: relative, no "." or ".." parts. */
+static bool safe_rel(const char *rel)
+{
+	if (!*rel || rel[0] == '/')
+		return false;
+	for (const char *s = rel; *s;) {
+		size_t len = strcspn(s, "/");
+		if ((len == 2 && s[0] == '.' && s[1] == '.') || (len == 1 && s[0] == '.'))
+			return false;
+		s += len;
+		if (*s)
+			s++;
+	}
+	return true;
+}
+
+/* Creates the parent directories of root/rel, replacing files or symlinks in the way (never following them). */
+static int ensure_parents(const char *root, const char *rel)
+{
+	kiln_buf b = {0};
+	kiln_buf_puts(&b, root);
+	int r = 0;
+	for (const char *s = rel;;) {
+		size_t len = strcspn(s, "/");
+		if (!s[len])
+			break; /* the last component is the file itself */
+		kiln_buf_puts(&b, "/");
+		kiln_buf_append(&b, s, len);
+		struct stat st;
+		if (lstat(b.p, &st) == 0 && !S_ISDIR(st.st_mode)) {
+			if (unlink(b.p) < 0) {
+				r = kiln_err(errno, "unlink %s: %s", b.p, strerror(errno));
+				break;
+			}
+		}
+		if (mkdir(b.p, 0755) < 0 && errno != EEXIST) {
+			r = kiln_err(errno, "mkdir %s: %s", b.p, strerror(errno));
+			break;
+		}
+		s += len + 1;
+	}
+	kiln_buf_free(&b);
+	return r;
+}
+
+/* Copies src (file, symlink or directory, lstat-ed as *st) to the absent path dst. */
+static int copy_any(const char *src, const char *dst, const struct stat *st, int depth)
+{
+	if (S_ISREG(st->st_mode))
+		return copy_file(src, dst, st->st_mode);
+	if (S_ISLNK(st->st_mode))
+		return copy_symlink(src, dst);
+	if (!S_ISDIR(st->st_mode))
+		return 0; /* sockets, fifos, devices: not content */
+	if (depth > COPY_DEPTH_MAX)
+		return kiln_err(ELOOP, "%s: directories nested too deep", src);
+	if (mkdir(dst, 0700) < 0 && errno != EEXIST)
+		return kiln_err(errno, "mkdir %s: %s", dst, strerror(errno));
+	_cleanup_(closedirp) DIR *d = opendir(src);
+	if (!d)
+		return kiln_err(errno, "opendir %s: %s", src, strerror(errno));
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		_cleanup_free_ char *s = kiln_asprintf("%s/%s", src, de->d_name);
+		_cleanup_free_ char *t = kiln_asprintf("%s/%s", dst, de->d_name);
+		struct stat cst;
+		if (lstat(s, &cst) < 0)
+			return kiln_err(errno, "%s: %s", s, strerror(errno));
+		int r = copy_any(s, t, &cst, depth + 1);
+		if (r < 0)
+			return r;
+	}
+	if (chmod(dst, st->st_mode & 07777) < 0)
+		return kiln_err(errno, "chmod %s: %s", dst, strerror(errno));
+	return 0;
+}
+
+/* Whether every parent of base/rel is a real directory (no symlink to follow out of base). */
+static bool parents_are_dirs(const char *base, const char *rel)
+{
+	_cleanup_free_ char *p = kiln_asprintf("%s/%s", base, rel);
+	size_t skip = strlen(base) + 1;
+	for (char *s = p + skip; (s = strchr(s, '/')); s++) {
+		*s = '\0';
+		struct stat st;
+		bool ok = lstat(p, &st) == 0 && S_ISDIR(st.st_mode);
+		*s = '/';
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/* Makes root/rel what workdir/rel is now: copied if it exists, removed if not. */
+static int sync_path(const char *workdir, const char *root, const char *rel_in)
+{
+	_cleanup_free_ char *rel = kiln_strdup(rel_in);
+	size_t n = strlen(rel);
+	bool as_dir = n > 0 && rel[n - 1] == '/'; /* an untracked directory reported whole (nested repo) */
+	while (n > 0 && rel[n - 1] == '/')
+		rel[--n] = '\0';
+	if (!safe_rel(rel))
+		return kiln_err(EINVAL, "unexpected path '%s' in git status", rel_in);
+
+	_cleanup_free_ char *src = kiln_asprintf("%s/%s", workdir, rel);
+	_cleanup_free_ char *dst = kiln_asprintf("%s/%s", root, rel);
+	struct stat st, dst_st;
+	/* Never act through a symlink: a path under one is not the path git status means. */
+	bool dst_ok = parents_are_dirs(root, rel);
+	bool have_dst = dst_ok && lstat(dst, &dst_st) == 0;
+	bool have_src = false;
+	if (parents_are_dirs(workdir, rel)) {
+		if (lstat(src, &st) == 0)
+			have_src = true;
+		else if (errno != ENOENT && errno != ENOTDIR)
+			return kiln_err(errno, "%s: %s", src, strerror(errno));
+	}
+
+	if (!have_src) {
+		int r = have_dst ? kiln_rm_rf(dst) : 0;
+		if (r < 0 || !dst_ok)
+			return r;
+		/* Drop parents that the working tree no longer has either. */
+		for (char *slash = strrchr(rel, '/'); slash; slash = strrchr(rel, '/')) {
+			*slash = '\0';
+			_cleanup_free_ char *sp = kiln_asprintf("%s/%s", workdir, rel);
+			_cleanup_free_ char *dp = kiln_asprintf("%s/%s", root, rel);
+			struct stat pst;
+			if (lstat(sp, &pst) == 0 || rmdir(dp) < 0)
+				break;
+		}
+		return 0;
+	}
+	if (S_ISDIR(st.st_mode) && !as_dir) {
+		/* A tracked file that became a directory: its files have entries of their own. */
+		if (have_dst && !S_ISDIR(dst_st.st_mode) && unlink(dst) < 0)
+			return kiln_err(errno, "unlink %s: %s", dst, strerror(errno));
+		return 0;
+	}
+	int r = ensure_parents(root, rel);
+	if (r < 0)
+		return r;
+	if (have_dst && (r = kiln_rm_rf(dst)) < 0)
+		return r;
+	return copy_any(src, dst, &st, 0);
+}
+
+static void push_unique(kiln_strv *paths, const char *p)
+{
+	if (p && !kiln_strv_contains(paths, p))
+		kiln_strv_push(paths, p);
+}
+
+/* Overlays every path git status reports for `src` (untracked included, ignored not) onto `root`. */
+static int overlay_status(git_repository *src, const char *root)
+{
+	_cleanup_free_ char *workdir = kiln_strdup(git_repository_workdir(src));
+	size_t wn = strlen(workdir);
+	while (wn > 1 && workdir[wn - 1] == '/')
+		workdir[--wn] = '\0';
+	git_status_options so = GIT_STATUS_OPTIONS_INIT;
+	so.show = GIT_STATUS_SHOW_INDEX_AND_WORKDIR;
+	so.flags = GIT_STATUS_OPT_INCLUDE_UNTRACKED | GIT_STATUS_OPT_RECURSE_UNTRACKED_DIRS |
+		   GIT_STATUS_OPT_EXCLUDE_SUBMODULES;
+	_cleanup_(git_status_list_freep) git_status_list *list = NULL;
+	int r = git_status_list_new(&list, src, &so);
+	if (r < 0)
+		return gerr(r, "git status of %s", workdir);
+	size_t n = git_status_list_entrycount(list);
+	for (size_t i = 0; i < n; i++) {
+		const git_status_entry *e = git_status_byindex(list, i);
+		if (!e || e->status == GIT_STATUS_CURRENT || (e->status & GIT_STATUS_IGNORED))
+			continue;
+		_cleanup_(strv_freep) kiln_strv paths = {0};
+		if (e->head_to_index) {
+			push_unique(&paths, e->head_to_index->old_file.path);
+			push_unique(&paths, e->head_to_index->new_file.path);
+		}
+		if (e->index_to_workdir) {
+			push_unique(&paths, e->index_to_workdir->old_file.path);
+			push_unique(&paths, e->index_to_workdir->new_file.path);
+		}
+		for (size_t j = 0; j < paths.n; j++)
+			if ((r = sync_path(workdir, root, paths.v[j])) < 0)
+				return r;
+	}
+	return 0;
+}
+
+static int snapshot_in(git_repository *src, const char *dir)
+{
+	_cleanup_(git_repository_freep) git_repository *dst = NULL;
+	int r = git_repository_head_unborn(src);
+	if (r < 0)
+		return gerr(r, "HEAD of %s", git_repository_workdir(src));
+	if (r == 1) {
+		/* No commit yet: a fresh repository on the same unborn branch. */
+		_cleanup_(git_reference_freep) git_reference *head = NULL;
+		git_repository_init_options io = GIT_REPOSITORY_INIT_OPTIONS_INIT;
+		io.flags = GIT_REPOSITORY_INIT_MKPATH | GIT_REPOSITORY_INIT_NO_REINIT;
+		if (git_reference_lookup(&head, src, "HEAD") == 0 &&
+		    git_reference_type(head) == GIT_REFERENCE_SYMBOLIC)
+			io.initial_head = git_reference_symbolic_target(head);
+		git_error_clear();
+		if ((r = git_repository_init_ext(&dst, dir, &io)) < 0)
+			return gerr(r, "git init %s", dir);
+	} else {
+		_cleanup_(git_reference_freep) git_reference *head = NULL;
+		if ((r = git_repository_head(&head, src)) < 0)
+			return gerr(r, "HEAD of %s", git_repository_workdir(src));
+		_cleanup_(git_object_freep) git_object *commit = NULL;
+		if ((r = git_reference_peel(&commit, head, GIT_OBJECT_COMMIT)) < 0)
+			return gerr(r, "HEAD of %s", git_repository_workdir(src));
+		_cleanup_free_ char *origin = kiln_strdup(git_repository_workdir(src));
+		size_t n = strlen(origin);
+		while (n > 1 && origin[n - 1] == '/')
+			origin[--n] = '\0';
+		if ((r = local_clone(&dst, src, origin, dir)) < 0)
+			return r;
+		const char *branch = git_reference_is_branch(head) ? git_reference_name(head) : NULL;
+		if ((r = checkout_commit(dst, git_object_id(commit), branch)) < 0)
+			return r;
+	}
+	return overlay_status(src, dir);
+}
+
+int kiln_git_snapshot_worktree(const char *repo_path, const char *dir)
+{
+	int r = kiln_git_init();
+	if (r < 0)
+		return r;
+	_cleanup_(git_repository_freep) git_repository *src = NULL;
+	if ((r = open_repo(&src, repo_path, true)) < 0)
+		return r;
+	if (git_repository_is_bare(src) || !git_repository_workdir(src))
+		return kiln_err(EINVAL, "%s: a bare repository has no working tree", repo_path);
+	bool existed = false;
+	if ((r = prepare_dir(dir, &existed)) < 0)
+		return r;
+	if ((r = snapshot_in(src, dir)) < 0)
+		return undo_dir(r, dir, existed);
+	return 0;
+}

@@ -1,0 +1,494 @@
+/*
+ * api — the JSON API under /api/v1, served on the core thread. HTTP and the
+ * in-process client (`kiln run`) both arrive here through coord_api(). A
+ * request that asks to wait (`wait=S`) and finds nothing new is parked as a
+ * waiter on its run and served again whenever that run changes, or answered
+ * as it is when its time is up.
+ */
+#include "coordinator/internal.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_WAIT_S 60
+#define MAX_LINES 5000
+#define MAX_LOG_BYTES (4u << 20)
+
+void api_json(coord_reply_fn reply, void *arg, int status, json_t *v)
+{
+	char *s = json_dumps(v, JSON_COMPACT);
+	json_decref(v);
+	reply(arg, status, s ? s : kiln_strdup("{}"));
+}
+
+void api_error(coord_reply_fn reply, void *arg, int status, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	api_json(reply, arg, status, json_pack("{s:s}", "error", msg));
+}
+
+/* The value of `key` in a query string, percent-decoded, or NULL; owned. */
+static char *query_get(const char *query, const char *key)
+{
+	size_t klen = strlen(key);
+	for (const char *p = query; p && *p;) {
+		const char *amp = strchr(p, '&');
+		size_t len = amp ? (size_t)(amp - p) : strlen(p);
+		if (len > klen && strncmp(p, key, klen) == 0 && p[klen] == '=') {
+			kiln_buf b = {0};
+			for (size_t i = klen + 1; i < len; i++) {
+				if (p[i] == '%' && i + 2 < len + 1 && isxdigit((unsigned char)p[i + 1]) &&
+				    isxdigit((unsigned char)p[i + 2])) {
+					char hex[3] = {p[i + 1], p[i + 2], 0};
+					char ch = (char)strtol(hex, NULL, 16);
+					kiln_buf_append(&b, &ch, 1);
+					i += 2;
+				} else {
+					kiln_buf_append(&b, p[i] == '+' ? " " : &p[i], 1);
+				}
+			}
+			return kiln_buf_steal(&b);
+		}
+		p = amp ? amp + 1 : NULL;
+	}
+	return NULL;
+}
+
+static int64_t query_int(const char *query, const char *key, int64_t def, int64_t lo, int64_t hi)
+{
+	_cleanup_free_ char *v = query_get(query, key);
+	if (!v || !*v)
+		return def;
+	char *end;
+	long long n = strtoll(v, &end, 10);
+	if (*end)
+		return def;
+	return n < lo ? lo : n > hi ? hi : n;
+}
+
+static json_t *ms_or_null(sqlite3_stmt *st, int i)
+{
+	return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null()
+							 : json_integer(sqlite3_column_int64(st, i));
+}
+
+static json_t *run_row_json(sqlite3_stmt *st)
+{
+	return json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o}", "id",
+			 (json_int_t)sqlite3_column_int64(st, 0), "number",
+			 (json_int_t)sqlite3_column_int64(st, 1), "repository", col_text(st, 2),
+			 "ref", col_text(st, 3), "sha", col_text(st, 4), "event", col_text(st, 5),
+			 "workflow", col_text(st, 6), "name", col_text(st, 7), "state",
+			 col_text(st, 8), "conclusion", col_text(st, 9), "created_ms",
+			 ms_or_null(st, 10), "started_ms", ms_or_null(st, 11), "finished_ms",
+			 ms_or_null(st, 12));
+}
+
+#define RUN_COLS                                                                                   \
+	"id, number, repo, ref, sha, event, workflow, name, state, conclusion, created_ms,"        \
+	" started_ms, finished_ms"
+
+static json_t *steps_json(coord *c, uint64_t job_id)
+{
+	json_t *a = json_array();
+	sqlite3_stmt *st = store_q(c,
+				   "SELECT idx, name, state, conclusion, exit_code, started_ms,"
+				   " finished_ms FROM steps WHERE job_id = ? ORDER BY idx",
+				   "i", (int64_t)job_id);
+	while (sqlite3_step(st) == SQLITE_ROW)
+		json_array_append_new(
+			a, json_pack("{s:i, s:s, s:s, s:s, s:o, s:o, s:o}", "index",
+				     sqlite3_column_int(st, 0), "name", col_text(st, 1), "state",
+				     col_text(st, 2), "conclusion", col_text(st, 3), "exit_code",
+				     sqlite3_column_type(st, 4) == SQLITE_NULL
+					     ? json_null()
+					     : json_integer(sqlite3_column_int(st, 4)),
+				     "started_ms", ms_or_null(st, 5), "finished_ms", ms_or_null(st, 6)));
+	store_done(st);
+	return a;
+}
+
+#define JOB_COLS                                                                                   \
+	"id, run_id, key, name, state, conclusion, attempt, agent_id, needs, runs_on, message,"    \
+	" started_ms, finished_ms"
+
+static json_t *job_row_json(sqlite3_stmt *st)
+{
+	uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
+	json_t *needs = json_loads(col_text(st, 8), 0, NULL);
+	json_t *runs_on = json_loads(col_text(st, 9), 0, NULL);
+	json_t *j = json_pack(
+		"{s:I, s:I, s:s, s:s, s:s, s:s, s:i, s:s, s:o, s:o, s:s, s:o, s:o}", "id",
+		(json_int_t)id, "run_id", (json_int_t)sqlite3_column_int64(st, 1), "key",
+		col_text(st, 2), "name", col_text(st, 3), "state", col_text(st, 4), "conclusion",
+		col_text(st, 5), "attempt", sqlite3_column_int(st, 6), "agent_id", col_text(st, 7),
+		"needs", needs ? needs : json_array(), "runs_on", runs_on ? runs_on : json_array(),
+		"message", col_text(st, 10), "started_ms", ms_or_null(st, 11), "finished_ms",
+		ms_or_null(st, 12));
+	return j;
+}
+
+/* Jobs with their steps; steps are read after the jobs statement is done with. */
+static json_t *jobs_json(coord *c, uint64_t run_id)
+{
+	json_t *jobs = json_array();
+	sqlite3_stmt *st = store_q(c, "SELECT " JOB_COLS " FROM jobs WHERE run_id = ? ORDER BY id",
+				   "i", (int64_t)run_id);
+	while (sqlite3_step(st) == SQLITE_ROW)
+		json_array_append_new(jobs, job_row_json(st));
+	store_done(st);
+	size_t i;
+	json_t *j;
+	json_array_foreach(jobs, i, j)
+	{
+		uint64_t id = (uint64_t)json_integer_value(json_object_get(j, "id"));
+		json_object_set_new(j, "steps", steps_json(c, id));
+	}
+	return jobs;
+}
+
+static json_t *run_json(coord *c, uint64_t id, bool with_jobs)
+{
+	sqlite3_stmt *st = store_q(c, "SELECT " RUN_COLS " FROM runs WHERE id = ?", "i", (int64_t)id);
+	json_t *r = sqlite3_step(st) == SQLITE_ROW ? run_row_json(st) : NULL;
+	store_done(st);
+	if (r && with_jobs)
+		json_object_set_new(r, "jobs", jobs_json(c, id));
+	return r;
+}
+
+typedef struct req {
+	coord *c;
+	const char *method, *path, *query;
+	coord_reply_fn reply;
+	void *arg;
+	int64_t deadline_ms; /* 0: first time through */
+} req;
+
+/* Parks the request on run_id until it changes or the deadline passes; returns true if parked. */
+static bool maybe_wait(req *r, uint64_t run_id)
+{
+	coord *c = r->c;
+	int64_t now = kiln_now_ms();
+	if (c->draining)
+		return false;
+	int64_t deadline = r->deadline_ms;
+	if (!deadline) {
+		int64_t wait = query_int(r->query, "wait", 0, 0, MAX_WAIT_S);
+		if (!wait)
+			return false;
+		deadline = now + wait * 1000;
+	}
+	if (now >= deadline)
+		return false;
+	api_waiter *w = kiln_calloc(1, sizeof *w);
+	w->run_id = run_id;
+	w->deadline_ms = deadline;
+	w->method = kiln_strdup(r->method);
+	w->path = kiln_strdup(r->path);
+	w->query = kiln_strdup(r->query);
+	w->reply = r->reply;
+	w->arg = r->arg;
+	w->next = c->waiters;
+	c->waiters = w;
+	return true;
+}
+
+static void get_runs(req *r)
+{
+	int64_t limit = query_int(r->query, "limit", 50, 1, 500);
+	int64_t offset = query_int(r->query, "offset", 0, 0, INT64_MAX);
+	json_t *runs = json_array();
+	sqlite3_stmt *st = store_q(r->c,
+				   "SELECT " RUN_COLS " FROM runs ORDER BY id DESC LIMIT ? OFFSET ?",
+				   "ii", limit, offset);
+	while (sqlite3_step(st) == SQLITE_ROW)
+		json_array_append_new(runs, run_row_json(st));
+	store_done(st);
+	api_json(r->reply, r->arg, 200, json_pack("{s:o}", "runs", runs));
+}
+
+typedef struct line_ctx {
+	json_t *lines;
+	json_t *names; /* job id (as string) -> name, for run logs */
+	bool run;
+} line_ctx;
+
+/* Parses one stored line (see sched.c format_line) into JSON. */
+static void on_line(void *arg, uint64_t index, const char *line, size_t len)
+{
+	line_ctx *lc = arg;
+	(void)index;
+	const char *f[7];
+	size_t flen[7];
+	int want = lc->run ? 7 : 5, n = 0;
+	const char *p = line, *end = line + len;
+	while (n < want - 1) {
+		const char *tab = memchr(p, '\t', (size_t)(end - p));
+		if (!tab)
+			return;
+		f[n] = p;
+		flen[n++] = (size_t)(tab - p);
+		p = tab + 1;
+	}
+	f[n] = p;
+	flen[n++] = (size_t)(end - p);
+	int k = 0;
+	json_t *o = json_object();
+	if (lc->run) {
+		char id[32];
+		snprintf(id, sizeof id, "%.*s", (int)flen[0], f[0]);
+		json_object_set_new(o, "job_id", json_integer(strtoll(id, NULL, 10)));
+		json_t *name = json_object_get(lc->names, id);
+		json_object_set_new(o, "job", name ? json_incref(name) : json_string(""));
+		json_object_set_new(o, "attempt", json_integer(strtoll(f[1], NULL, 10)));
+		k = 2;
+	}
+	json_object_set_new(o, "seq", json_integer(strtoll(f[k], NULL, 10)));
+	json_object_set_new(o, "ts", json_integer(strtoll(f[k + 1], NULL, 10)));
+	json_object_set_new(o, "stream", json_stringn(f[k + 2], flen[k + 2]));
+	json_object_set_new(o, "step", json_integer(strtoll(f[k + 3], NULL, 10)));
+	json_t *text = json_stringn(f[k + 4], flen[k + 4]);
+	json_object_set_new(o, "text", text ? text : json_string("\xef\xbf\xbd"));
+	json_array_append_new(lc->lines, o);
+}
+
+/* Reads lines from a log that may not be open (a finished job): opens it just for this. */
+static int64_t read_log(coord *c, uint64_t id, uint32_t attempt, bool active, uint64_t offset,
+			size_t limit, line_ctx *lc, uint64_t *total)
+{
+	logfile *f = NULL;
+	bool temp = false;
+	if (active) {
+		f = coord_log(c, id, attempt);
+	} else {
+		_cleanup_free_ char *path =
+			attempt ? kiln_asprintf("%s/logs/%llu/%u.log", c->data_dir,
+						(unsigned long long)id, attempt)
+				: kiln_asprintf("%s/logs/run-%llu.log", c->data_dir,
+						(unsigned long long)id);
+		if (access(path, F_OK) == 0 && logfile_open(path, &f) == 0)
+			temp = true;
+	}
+	*total = f ? logfile_count(f) : 0;
+	int64_t n = f ? logfile_read(f, offset, limit, MAX_LOG_BYTES, on_line, lc) : 0;
+	if (temp)
+		logfile_close(f);
+	return n;
+}
+
+static void get_run_log(req *r, uint64_t run_id)
+{
+	coord *c = r->c;
+	json_t *run = run_json(c, run_id, false);
+	if (!run) {
+		api_error(r->reply, r->arg, 404, "no run %llu", (unsigned long long)run_id);
+		return;
+	}
+	bool done = strcmp(json_string_value(json_object_get(run, "state")), "completed") == 0;
+	uint64_t offset = (uint64_t)query_int(r->query, "offset", 0, 0, INT64_MAX);
+	size_t limit = (size_t)query_int(r->query, "limit", MAX_LINES, 1, MAX_LINES);
+	line_ctx lc = {.lines = json_array(), .names = json_object(), .run = true};
+	sqlite3_stmt *st = store_q(c, "SELECT id, name FROM jobs WHERE run_id = ?", "i",
+				   (int64_t)run_id);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		json_object_set_new(lc.names, col_text(st, 0), json_string(col_text(st, 1)));
+	}
+	store_done(st);
+	uint64_t total = 0;
+	int64_t n = read_log(c, run_id, 0, !done, offset, limit, &lc, &total);
+	json_decref(lc.names);
+	if (n == 0 && !done && maybe_wait(r, run_id)) {
+		json_decref(lc.lines);
+		json_decref(run);
+		return;
+	}
+	uint64_t next = offset + (uint64_t)n;
+	json_object_set_new(run, "lines", lc.lines);
+	json_object_set_new(run, "next", json_integer((json_int_t)next));
+	json_object_set_new(run, "done", json_boolean(done && next >= total));
+	api_json(r->reply, r->arg, 200, run);
+}
+
+static void get_job_log(req *r, uint64_t job_id)
+{
+	coord *c = r->c;
+	sqlite3_stmt *st = store_q(c, "SELECT run_id, state, attempt FROM jobs WHERE id = ?", "i",
+				   (int64_t)job_id);
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		store_done(st);
+		api_error(r->reply, r->arg, 404, "no job %llu", (unsigned long long)job_id);
+		return;
+	}
+	uint64_t run_id = (uint64_t)sqlite3_column_int64(st, 0);
+	bool done = strcmp(col_text(st, 1), "completed") == 0;
+	int64_t current = sqlite3_column_int(st, 2);
+	store_done(st);
+	uint32_t attempt = (uint32_t)query_int(r->query, "attempt", current, 0, current);
+	uint64_t offset = (uint64_t)query_int(r->query, "offset", 0, 0, INT64_MAX);
+	size_t limit = (size_t)query_int(r->query, "limit", MAX_LINES, 1, MAX_LINES);
+	line_ctx lc = {.lines = json_array()};
+	uint64_t total = 0;
+	int64_t n = attempt ? read_log(c, job_id, attempt, !done && attempt == current, offset,
+				       limit, &lc, &total)
+			    : 0;
+	bool finished = done || attempt < current;
+	if (n == 0 && !finished && maybe_wait(r, run_id)) {
+		json_decref(lc.lines);
+		return;
+	}
+	uint64_t next = offset + (uint64_t)n;
+	api_json(r->reply, r->arg, 200,
+		 json_pack("{s:I, s:i, s:o, s:I, s:b}", "job_id", (json_int_t)job_id, "attempt",
+			   (int)attempt, "lines", lc.lines, "next", (json_int_t)next, "done",
+			   finished && next >= total));
+}
+
+static void get_job(req *r, uint64_t job_id)
+{
+	sqlite3_stmt *st = store_q(r->c, "SELECT " JOB_COLS " FROM jobs WHERE id = ?", "i",
+				   (int64_t)job_id);
+	json_t *j = sqlite3_step(st) == SQLITE_ROW ? job_row_json(st) : NULL;
+	store_done(st);
+	if (!j) {
+		api_error(r->reply, r->arg, 404, "no job %llu", (unsigned long long)job_id);
+		return;
+	}
+	json_object_set_new(j, "steps", steps_json(r->c, job_id));
+	api_json(r->reply, r->arg, 200, j);
+}
+
+static void get_agents(req *r)
+{
+	json_t *a = json_array();
+	int64_t now = kiln_now_ms();
+	for (coord_agent *ag = r->c->agents; ag; ag = ag->next) {
+		json_t *labels = json_array();
+		for (size_t i = 0; i < ag->labels.n; i++)
+			json_array_append_new(labels, json_string(ag->labels.v[i]));
+		json_array_append_new(
+			a, json_pack("{s:s, s:s, s:o, s:i, s:s, s:I}", "id", ag->id, "name",
+				     ag->name, "labels", labels, "capacity", (int)ag->capacity,
+				     "state", ag->lost ? "lost" : "online", "idle_ms",
+				     (json_int_t)(ag->parked ? 0 : now - ag->last_seen_ms)));
+	}
+	api_json(r->reply, r->arg, 200, json_pack("{s:o}", "agents", a));
+}
+
+/* Matches "/api/v1/<what>/<id>[/<tail>]"; returns the id or 0. */
+static uint64_t path_id(const char *path, const char *what, const char **tail)
+{
+	size_t n = strlen(what);
+	if (strncmp(path, what, n) != 0 || path[n] != '/')
+		return 0;
+	char *end;
+	unsigned long long id = strtoull(path + n + 1, &end, 10);
+	if (end == path + n + 1)
+		return 0;
+	*tail = end;
+	return id;
+}
+
+static void serve(req *r, const char *body, size_t body_len)
+{
+	const char *m = r->method, *p = r->path, *tail = "";
+	bool get = strcmp(m, "GET") == 0, post = strcmp(m, "POST") == 0;
+	uint64_t id;
+	if (strcmp(p, "/healthz") == 0) {
+		api_json(r->reply, r->arg, 200, json_pack("{s:s}", "status", "ok"));
+	} else if (strcmp(p, "/api/v1/runs") == 0 && post) {
+		json_error_t jerr;
+		json_t *v = json_loadb(body ? body : "", body_len, 0, &jerr);
+		if (!json_is_object(v)) {
+			json_decref(v);
+			api_error(r->reply, r->arg, 400, "body: %s",
+				  v ? "expected a JSON object" : jerr.text);
+			return;
+		}
+		planner_submit(r->c, v, r->reply, r->arg);
+	} else if (strcmp(p, "/api/v1/runs") == 0 && get) {
+		get_runs(r);
+	} else if ((id = path_id(p, "/api/v1/runs", &tail)) && get && !*tail) {
+		json_t *run = run_json(r->c, id, true);
+		if (run)
+			api_json(r->reply, r->arg, 200, run);
+		else
+			api_error(r->reply, r->arg, 404, "no run %llu", (unsigned long long)id);
+	} else if (id && get && strcmp(tail, "/log") == 0) {
+		get_run_log(r, id);
+	} else if ((id = path_id(p, "/api/v1/jobs", &tail)) && get && !*tail) {
+		get_job(r, id);
+	} else if (id && get && strcmp(tail, "/log") == 0) {
+		get_job_log(r, id);
+	} else if (strcmp(p, "/api/v1/agents") == 0 && get) {
+		get_agents(r);
+	} else if (strncmp(p, "/api/v1/", 8) == 0 || strcmp(p, "/api/v1") == 0) {
+		api_error(r->reply, r->arg, get || post ? 404 : 405, "no route for %s %s", m, p);
+	} else {
+		api_error(r->reply, r->arg, 404, "not found: %s", p);
+	}
+}
+
+void api_serve(coord *c, const char *method, const char *path, const char *query,
+	       const char *body, size_t body_len, coord_reply_fn reply, void *arg)
+{
+	req r = {c, method, path, query ? query : "", reply, arg, 0};
+	serve(&r, body, body_len);
+}
+
+static void serve_waiter(coord *c, api_waiter *w, int64_t deadline)
+{
+	req r = {c, w->method, w->path, w->query, w->reply, w->arg, deadline};
+	serve(&r, NULL, 0);
+	free(w->method);
+	free(w->path);
+	free(w->query);
+	free(w);
+}
+
+void api_notify_run(coord *c, uint64_t run_id)
+{
+	api_waiter *mine = NULL;
+	for (api_waiter **p = &c->waiters; *p;) {
+		api_waiter *w = *p;
+		if (w->run_id == run_id) {
+			*p = w->next;
+			w->next = mine;
+			mine = w;
+		} else {
+			p = &w->next;
+		}
+	}
+	while (mine) {
+		api_waiter *w = mine;
+		mine = w->next;
+		serve_waiter(c, w, w->deadline_ms);
+	}
+}
+
+void api_expire(coord *c, int64_t now_ms, bool all)
+{
+	api_waiter *due = NULL;
+	for (api_waiter **p = &c->waiters; *p;) {
+		api_waiter *w = *p;
+		if (all || w->deadline_ms <= now_ms) {
+			*p = w->next;
+			w->next = due;
+			due = w;
+		} else {
+			p = &w->next;
+		}
+	}
+	while (due) {
+		api_waiter *w = due;
+		due = w->next;
+		serve_waiter(c, w, 1); /* a deadline in the past: answer as it is */
+	}
+}

@@ -1,0 +1,50 @@
+/*
+ * coord — the coordinator as a library: the store, the core thread that owns
+ * it, the nng bus agents dial, and the HTTP API. kiln-coordinator wraps it in
+ * a daemon; `kiln run` links it with an agent in one process (inproc://).
+ */
+#ifndef KILN_COORD_H
+#define KILN_COORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct coord coord;
+
+typedef struct coord_config {
+	const char *listen;       /* bus address: tcp://127.0.0.1:7400, inproc://x; port 0 picks one */
+	const char *http;         /* HTTP address host:port, or NULL for none */
+	const char *data_dir;     /* SQLite database, logs, mirrors */
+	int64_t poll_timeout_ms;  /* how long a Poll is held (default 25000) */
+	int64_t lost_after_ms;    /* agent lost after this long without a poll (default 15000) */
+	int retries;              /* retries of a job whose agent was lost (default 1) */
+	size_t max_message;       /* largest bus message accepted (default 4 MiB) */
+	size_t max_body;          /* largest HTTP body accepted (default 25 MiB) */
+	size_t max_log_bytes;     /* per job attempt (default 64 MiB) */
+} coord_config;
+
+#define COORD_CONFIG_INIT {.poll_timeout_ms = 25000, .lost_after_ms = 15000, .retries = 1}
+
+/* Opens the store in cfg->data_dir, starts the core thread, the bus and HTTP. */
+int coord_start(const coord_config *cfg, coord **out);
+/* Stops accepting work, finishes the core thread and closes everything; then frees. NULL is fine. */
+void coord_free(coord *c);
+/* The bus URL agents dial, with the real port when 0 was asked for; borrowed. */
+const char *coord_bus_url(const coord *c);
+/* The HTTP base URL ("http://127.0.0.1:PORT"), or NULL; borrowed. */
+const char *coord_http_url(const coord *c);
+
+/* Called with the answer to an API request: HTTP status and a JSON body (owned by the callee). */
+typedef void (*coord_reply_fn)(void *arg, int status, char *body);
+
+/* Serves one API request (the same handlers as HTTP /api/v1/…): path like "/api/v1/runs",
+   query without '?', body JSON text or NULL. Thread-safe; `reply` is called exactly once, from
+   another thread, possibly much later (long polls). */
+void coord_api(coord *c, const char *method, const char *path, const char *query,
+	       const char *body, size_t body_len, coord_reply_fn reply, void *arg);
+
+/* Runs one API request and waits for its answer; *body is owned by the caller. */
+int coord_api_sync(coord *c, const char *method, const char *path, const char *query,
+		   const char *body, char **out_body);
+
+#endif

@@ -1,0 +1,290 @@
+/*
+ * core — the coordinator's event loop. One thread owns the SQLite connection
+ * and the scheduler; everything else reaches it through core_post(). The loop
+ * runs queued closures in order, and once a second (or at the earliest
+ * deadline) ticks the scheduler and expires long polls. No state is shared
+ * under locks: the mutex guards only the queue itself.
+ */
+#include "coordinator/internal.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct coord_event {
+	core_fn fn;
+	void *arg;
+	coord_event *next;
+};
+
+void core_post(coord *c, core_fn fn, void *arg)
+{
+	coord_event *e = kiln_malloc(sizeof *e);
+	e->fn = fn;
+	e->arg = arg;
+	e->next = NULL;
+	pthread_mutex_lock(&c->mu);
+	if (c->tail)
+		c->tail->next = e;
+	else
+		c->head = e;
+	c->tail = e;
+	pthread_cond_signal(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+}
+
+void sync_flag_set(sync_flag *f)
+{
+	pthread_mutex_lock(&f->mu);
+	f->done = true;
+	pthread_cond_signal(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+}
+
+void sync_flag_wait(sync_flag *f)
+{
+	pthread_mutex_lock(&f->mu);
+	while (!f->done)
+		pthread_cond_wait(&f->cv, &f->mu);
+	pthread_mutex_unlock(&f->mu);
+}
+
+static void *core_main(void *arg)
+{
+	coord *c = arg;
+	pthread_mutex_lock(&c->mu);
+	for (;;) {
+		while (c->head) {
+			coord_event *e = c->head;
+			c->head = e->next;
+			if (!c->head)
+				c->tail = NULL;
+			pthread_mutex_unlock(&c->mu);
+			e->fn(c, e->arg);
+			free(e);
+			pthread_mutex_lock(&c->mu);
+		}
+		if (c->stopping && c->planners == 0)
+			break;
+		int64_t now = kiln_now_ms();
+		if (now >= c->next_tick_ms) {
+			pthread_mutex_unlock(&c->mu);
+			sched_tick(c, now);
+			api_expire(c, now, false);
+			pthread_mutex_lock(&c->mu);
+			c->next_tick_ms = now + 250;
+			continue;
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		int64_t wait_ms = c->next_tick_ms - now;
+		ts.tv_sec += wait_ms / 1000;
+		ts.tv_nsec += (wait_ms % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		if (!c->head)
+			pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return NULL;
+}
+
+int coord_start(const coord_config *cfg, coord **out)
+{
+	coord *c = kiln_calloc(1, sizeof *c);
+	c->cfg = *cfg;
+	coord_config def = COORD_CONFIG_INIT;
+	if (c->cfg.poll_timeout_ms <= 0)
+		c->cfg.poll_timeout_ms = def.poll_timeout_ms;
+	if (c->cfg.lost_after_ms <= 0)
+		c->cfg.lost_after_ms = def.lost_after_ms;
+	if (c->cfg.retries < 0)
+		c->cfg.retries = 0;
+	if (!c->cfg.max_message)
+		c->cfg.max_message = 4u << 20;
+	if (!c->cfg.max_body)
+		c->cfg.max_body = 25u << 20;
+	if (!c->cfg.max_log_bytes)
+		c->cfg.max_log_bytes = 64u << 20;
+	c->data_dir = kiln_strdup(cfg->data_dir);
+	c->cfg.data_dir = c->data_dir;
+	c->cfg.listen = c->cfg.http = NULL;
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->cv, NULL);
+	pthread_cond_init(&c->idle_cv, NULL);
+
+	int r = kiln_mkdir_p(c->data_dir, 0750);
+	if (r < 0)
+		goto fail;
+	r = store_open(c);
+	if (r < 0)
+		goto fail;
+	sched_load(c);
+	/* the listeners come up before the core thread, which is then the only user of state */
+	c->bus_url = kiln_strdup(cfg->listen);
+	r = bus_start(c);
+	if (r < 0)
+		goto fail;
+	if (cfg->http) {
+		c->http_url = kiln_strdup(cfg->http);
+		r = http_start(c);
+		if (r < 0)
+			goto fail;
+	}
+	if (pthread_create(&c->core_thread, NULL, core_main, c) != 0) {
+		r = kiln_err(EAGAIN, "cannot start the core thread");
+		goto fail;
+	}
+	c->core_running = true;
+	*out = c;
+	return 0;
+fail:
+	coord_free(c);
+	return r;
+}
+
+static void drain_on_core(coord *c, void *arg)
+{
+	sync_flag *f = arg;
+	c->draining = true;
+	api_expire(c, 0, true);
+	sync_flag_set(f);
+}
+
+static void stop_on_core(coord *c, void *arg)
+{
+	(void)arg;
+	sched_shutdown(c);
+}
+
+void coord_free(coord *c)
+{
+	if (!c)
+		return;
+	/* 1. answer the long polls and take none; 2. close HTTP and the bus, so nothing new is
+	   posted; 3. let the core thread run what is queued and end; 4. free. */
+	if (c->core_running) {
+		sync_flag f = SYNC_FLAG_INIT;
+		core_post(c, drain_on_core, &f);
+		sync_flag_wait(&f);
+		pthread_mutex_lock(&c->mu);
+		while (c->planners > 0)
+			pthread_cond_wait(&c->idle_cv, &c->mu);
+		pthread_mutex_unlock(&c->mu);
+	}
+	http_stop(c);
+	bus_close(c);
+	if (c->core_running) {
+		core_post(c, stop_on_core, NULL);
+		pthread_mutex_lock(&c->mu);
+		c->stopping = true;
+		pthread_cond_signal(&c->cv);
+		pthread_mutex_unlock(&c->mu);
+		pthread_join(c->core_thread, NULL);
+	}
+	bus_free(c);
+	while (c->logs) {
+		open_log *l = c->logs;
+		c->logs = l->next;
+		logfile_close(l->f);
+		free(l);
+	}
+	while (c->agents) {
+		coord_agent *a = c->agents;
+		c->agents = a->next;
+		free(a->id);
+		free(a->name);
+		free(a->session_digest);
+		kiln_strv_free(&a->labels);
+		free(a);
+	}
+	store_close(c);
+	pthread_mutex_destroy(&c->mu);
+	pthread_cond_destroy(&c->cv);
+	pthread_cond_destroy(&c->idle_cv);
+	free(c->data_dir);
+	free(c->bus_url);
+	free(c->http_url);
+	free(c);
+}
+
+const char *coord_bus_url(const coord *c)
+{
+	return c->bus_url;
+}
+
+const char *coord_http_url(const coord *c)
+{
+	return c->http_url;
+}
+
+typedef struct api_call {
+	char *method, *path, *query, *body;
+	size_t body_len;
+	coord_reply_fn reply;
+	void *arg;
+} api_call;
+
+static void api_on_core(coord *c, void *arg)
+{
+	api_call *a = arg;
+	api_serve(c, a->method, a->path, a->query, a->body, a->body_len, a->reply, a->arg);
+	free(a->method);
+	free(a->path);
+	free(a->query);
+	free(a->body);
+}
+
+void coord_api(coord *c, const char *method, const char *path, const char *query,
+	       const char *body, size_t body_len, coord_reply_fn reply, void *arg)
+{
+	api_call *a = kiln_calloc(1, sizeof *a);
+	a->method = kiln_strdup(method);
+	a->path = kiln_strdup(path);
+	a->query = kiln_strdup(query ? query : "");
+	if (body) {
+		a->body = kiln_malloc(body_len + 1);
+		memcpy(a->body, body, body_len);
+		a->body[body_len] = '\0';
+		a->body_len = body_len;
+	}
+	a->reply = reply;
+	a->arg = arg;
+	core_post(c, api_on_core, a);
+}
+
+typedef struct sync_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	int status;
+	char *body;
+} sync_wait;
+
+static void sync_reply(void *arg, int status, char *body)
+{
+	sync_wait *w = arg;
+	pthread_mutex_lock(&w->mu);
+	w->status = status;
+	w->body = body;
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+int coord_api_sync(coord *c, const char *method, const char *path, const char *query,
+		   const char *body, char **out_body)
+{
+	sync_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+	coord_api(c, method, path, query, body, body ? strlen(body) : 0, sync_reply, &w);
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	pthread_mutex_destroy(&w.mu);
+	pthread_cond_destroy(&w.cv);
+	*out_body = w.body;
+	return w.status;
+}

@@ -1,0 +1,178 @@
+/*
+ * internal — what the coordinator's modules share. The rule of the house:
+ * every field below marked (core) is touched only on the core thread; other
+ * threads (nng callbacks, HTTP, planner workers) post closures with
+ * core_post() and never read or write state themselves.
+ */
+#ifndef KILN_COORD_INTERNAL_H
+#define KILN_COORD_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <sqlite3.h>
+
+#include "common/util.h"
+#include "coordinator/coord.h"
+#include "kiln.pb-c.h"
+
+typedef struct coord_event coord_event;
+typedef void (*core_fn)(coord *c, void *arg);
+
+typedef struct bus bus;
+typedef struct bus_ctx bus_ctx;
+typedef struct http_srv http_srv;
+typedef struct logfile logfile;
+
+/* An agent the coordinator knows, in memory (core). */
+typedef struct coord_agent {
+	char *id, *name, *session_digest;
+	kiln_strv labels;
+	uint32_t capacity;
+	int64_t last_seen_ms;
+	uint32_t pipe;          /* nng pipe its last request came on */
+	bus_ctx *parked;        /* the Poll being held, or NULL */
+	int64_t parked_until_ms;
+	uint32_t parked_free;
+	uint64_t last_poll_seq;
+	uint64_t last_assigned; /* job given in answer to last_poll_seq, for resends */
+	bool lost;
+	struct coord_agent *next;
+} coord_agent;
+
+/* An API request waiting for something to change in a run (core). */
+typedef struct api_waiter {
+	uint64_t run_id;
+	int64_t deadline_ms;
+	char *method, *path, *query;
+	coord_reply_fn reply;
+	void *arg;
+	struct api_waiter *next;
+} api_waiter;
+
+/* An open log file of a job attempt or a run (core). */
+typedef struct open_log {
+	uint64_t id;      /* job id or run id */
+	uint32_t attempt; /* 0 for a run's log */
+	logfile *f;
+	struct open_log *next;
+} open_log;
+
+struct coord {
+	coord_config cfg;
+	char *data_dir;
+	char *bus_url, *http_url;
+
+	/* the event queue */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	coord_event *head, *tail;
+	bool stopping;
+	pthread_t core_thread;
+	bool core_running;
+	int planners; /* planner threads in flight (under mu) */
+	pthread_cond_t idle_cv; /* signalled when planners drops to 0 */
+
+	/* (core) */
+	sqlite3 *db;
+	struct stmt_cache *stmts;
+	coord_agent *agents;
+	api_waiter *waiters;
+	open_log *logs;
+	int64_t next_tick_ms;
+	bool draining; /* shutting down: long polls answer at once */
+
+	bus *bus;
+	http_srv *http;
+};
+
+/* core.c */
+/* A one-shot flag another thread waits on. */
+typedef struct sync_flag {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+} sync_flag;
+#define SYNC_FLAG_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false}
+void sync_flag_set(sync_flag *f);
+void sync_flag_wait(sync_flag *f);
+/* Queues fn(c, arg) to run on the core thread; thread-safe. */
+void core_post(coord *c, core_fn fn, void *arg);
+
+/* store.c — SQLite on the core thread */
+int store_open(coord *c);
+void store_close(coord *c);
+/* Prepares (once, cached by the sql pointer) and binds: types is a string of 'i' (int64_t),
+   't' (const char *, NULL binds NULL), 'd' (double). Returns a statement to step; reset by store_done. */
+sqlite3_stmt *store_q(coord *c, const char *sql, const char *types, ...);
+/* Steps a statement built by store_q to completion and resets it; returns SQLITE_DONE or an error. */
+int store_x(coord *c, const char *sql, const char *types, ...);
+void store_done(sqlite3_stmt *st);
+int store_begin(coord *c);
+int store_commit(coord *c);
+void store_rollback(coord *c);
+/* Column helpers that map NULL to "" or 0. */
+const char *col_text(sqlite3_stmt *st, int i);
+
+/* bus.c — the nng REP socket */
+int bus_start(coord *c);
+/* Closes the socket and waits for every callback; contexts stay allocated until bus_free. */
+void bus_close(coord *c);
+void bus_free(coord *c);
+/* Sends resp (packed, then freed by the caller) as the answer to ctx; any thread. */
+void bus_reply(bus_ctx *ctx, const Kiln__Response *resp);
+/* The nng pipe a request arrived on. */
+uint32_t bus_ctx_pipe(const bus_ctx *ctx);
+
+/* sched.c — agents, polls, dispatch, job and run state (core) */
+void sched_load(coord *c);
+void sched_request(coord *c, bus_ctx *ctx, Kiln__Request *req);
+void sched_pipe_gone(coord *c, uint32_t pipe);
+void sched_tick(coord *c, int64_t now_ms);
+void sched_kick(coord *c);
+/* Starts the ready jobs of a run, skips those whose needs failed, closes the run when done. */
+void sched_advance_run(coord *c, uint64_t run_id);
+void sched_shutdown(coord *c);
+
+/* planner.c */
+/* Handles POST /api/v1/runs: plans in a worker thread, writes the run on the core thread. */
+void planner_submit(coord *c, json_t *body, coord_reply_fn reply, void *arg);
+
+/* api.c (core) */
+void api_serve(coord *c, const char *method, const char *path, const char *query,
+	       const char *body, size_t body_len, coord_reply_fn reply, void *arg);
+/* Re-runs waiting requests of this run (something changed in it). */
+void api_notify_run(coord *c, uint64_t run_id);
+void api_expire(coord *c, int64_t now_ms, bool all);
+/* Replies with {"error": msg} and the status. */
+void api_error(coord_reply_fn reply, void *arg, int status, const char *fmt, ...) KILN_PRINTF(4, 5);
+/* Replies with the JSON value (stolen). */
+void api_json(coord_reply_fn reply, void *arg, int status, json_t *v);
+
+/* logs.c */
+typedef void (*logfile_line_fn)(void *arg, uint64_t index, const char *line, size_t len);
+int logfile_open(const char *path, logfile **out);
+void logfile_close(logfile *f);
+uint64_t logfile_count(const logfile *f);
+uint64_t logfile_bytes(const logfile *f);
+int logfile_append(logfile *f, const char *line, size_t len);
+/* Calls fn for lines [offset, offset+max_lines) while under max_bytes; returns lines read. */
+int64_t logfile_read(logfile *f, uint64_t offset, size_t max_lines, size_t max_bytes,
+		     logfile_line_fn fn, void *arg);
+/* The open log of a job attempt (attempt>0) or of a run (attempt 0), opened on demand (core). */
+logfile *coord_log(coord *c, uint64_t id, uint32_t attempt);
+void coord_log_close(coord *c, uint64_t id, uint32_t attempt);
+
+/* http.c */
+int http_start(coord *c);
+void http_stop(coord *c);
+
+/* Names for the enums, as stored and shown. */
+const char *conclusion_name(int conclusion);
+const char *stream_name(int stream);
+
+#endif

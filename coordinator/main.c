@@ -1,0 +1,205 @@
+/*
+ * kiln-coordinator — the daemon: parses flags and the YAML config, starts
+ * the coordinator library, writes DIR/endpoints.json once it is ready, and
+ * waits for SIGTERM/SIGINT to shut down cleanly.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <systemd/sd-daemon.h>
+
+#include "common/util.h"
+#include "common/yaml.h"
+#include "coordinator/coord.h"
+
+static void usage(FILE *f)
+{
+	fputs("Usage: kiln-coordinator [OPTIONS]\n"
+	      "\n"
+	      "Runs the kiln coordinator: receives runs, dispatches jobs to agents over nng.\n"
+	      "\n"
+	      "  --listen URL        bus address for agents (default tcp://127.0.0.1:7400)\n"
+	      "  --http HOST:PORT    HTTP API address (default 127.0.0.1:7480); port 0 picks one\n"
+	      "  --data DIR          state directory (default /var/lib/kiln)\n"
+	      "  --config FILE       read settings from a YAML file (flags win)\n"
+	      "  --poll-timeout DUR  how long an agent's poll is held (default 25s)\n"
+	      "  --lost-after DUR    an agent silent this long is lost (default 15s)\n"
+	      "  --retries N         retries of a job whose agent was lost (default 1)\n"
+	      "  -h, --help          show this help\n"
+	      "  -V, --version       show the version\n",
+	      f);
+}
+
+typedef struct settings {
+	char *listen, *http, *data;
+	char *poll_timeout, *lost_after, *retries, *max_message, *max_log;
+} settings;
+
+static void set_from(char **dst, const kiln_ynode *map, const char *key)
+{
+	const kiln_ynode *n = kiln_ynode_get(map, key);
+	if (n && n->kind == KILN_YNODE_SCALAR && !*dst)
+		*dst = kiln_strdup(n->str);
+}
+
+static int load_config(const char *path, settings *s)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	int r = kiln_read_file(path, 1 << 20, &text, &len);
+	if (r < 0)
+		return r;
+	kiln_ynode *root = NULL;
+	r = kiln_yaml_parse(path, text, len, NULL, &root);
+	if (r < 0)
+		return r;
+	if (root->kind != KILN_YNODE_MAPPING) {
+		kiln_ynode_free(root);
+		return kiln_err(EINVAL, "%s: expected a mapping of settings", path);
+	}
+	set_from(&s->listen, root, "listen");
+	set_from(&s->http, root, "http");
+	set_from(&s->data, root, "data");
+	set_from(&s->poll_timeout, root, "poll_timeout");
+	set_from(&s->lost_after, root, "agent_lost_after");
+	set_from(&s->retries, root, "retries");
+	set_from(&s->max_message, root, "max_message");
+	set_from(&s->max_log, root, "max_log_bytes");
+	kiln_ynode_free(root);
+	return 0;
+}
+
+static int write_endpoints(coord *c, const char *dir)
+{
+	json_t *o = json_pack("{s:s, s:s?}", "bus", coord_bus_url(c), "http", coord_http_url(c));
+	char *s = json_dumps(o, JSON_INDENT(2));
+	json_decref(o);
+	_cleanup_free_ char *path = kiln_asprintf("%s/endpoints.json", dir);
+	int r = kiln_write_file_atomic(path, s, strlen(s), 0644);
+	free(s);
+	return r;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"listen", required_argument, NULL, 'l'},
+		{"http", required_argument, NULL, 'H'},
+		{"data", required_argument, NULL, 'd'},
+		{"config", required_argument, NULL, 'c'},
+		{"poll-timeout", required_argument, NULL, 'p'},
+		{"lost-after", required_argument, NULL, 'L'},
+		{"retries", required_argument, NULL, 'r'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{0},
+	};
+	settings s = {0};
+	const char *config = NULL;
+	int ch;
+	while ((ch = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'l': s.listen = kiln_strdup(optarg); break;
+		case 'H': s.http = kiln_strdup(optarg); break;
+		case 'd': s.data = kiln_strdup(optarg); break;
+		case 'c': config = optarg; break;
+		case 'p': s.poll_timeout = kiln_strdup(optarg); break;
+		case 'L': s.lost_after = kiln_strdup(optarg); break;
+		case 'r': s.retries = kiln_strdup(optarg); break;
+		case 'h': usage(stdout); return 0;
+		case 'V': printf("kiln-coordinator %s\n", KILN_VERSION); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "kiln-coordinator: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if (config && load_config(config, &s) < 0) {
+		fprintf(stderr, "kiln-coordinator: %s\n", kiln_errmsg());
+		return 2;
+	}
+	coord_config cfg = COORD_CONFIG_INIT;
+	cfg.listen = s.listen ? s.listen : "tcp://127.0.0.1:7400";
+	cfg.http = s.http ? s.http : "127.0.0.1:7480";
+	cfg.data_dir = s.data ? s.data : "/var/lib/kiln";
+	uint64_t size;
+	if ((s.poll_timeout && kiln_parse_duration_ms(s.poll_timeout, &cfg.poll_timeout_ms) < 0) ||
+	    (s.lost_after && kiln_parse_duration_ms(s.lost_after, &cfg.lost_after_ms) < 0)) {
+		fprintf(stderr, "kiln-coordinator: %s\n", kiln_errmsg());
+		return 2;
+	}
+	if (s.max_message) {
+		if (kiln_parse_size(s.max_message, &size) < 0) {
+			fprintf(stderr, "kiln-coordinator: %s\n", kiln_errmsg());
+			return 2;
+		}
+		cfg.max_message = size;
+	}
+	if (s.max_log) {
+		if (kiln_parse_size(s.max_log, &size) < 0) {
+			fprintf(stderr, "kiln-coordinator: %s\n", kiln_errmsg());
+			return 2;
+		}
+		cfg.max_log_bytes = size;
+	}
+	if (s.retries) {
+		char *end;
+		long n = strtol(s.retries, &end, 10);
+		if (*end || n < 0 || n > 100) {
+			fprintf(stderr, "kiln-coordinator: bad retries '%s'\n", s.retries);
+			return 2;
+		}
+		cfg.retries = (int)n;
+	}
+
+	/* signals are taken by sigwait below; every thread starts with them blocked */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	coord *c = NULL;
+	if (coord_start(&cfg, &c) < 0) {
+		fprintf(stderr, "<3>kiln-coordinator: %s\n", kiln_errmsg());
+		return 1;
+	}
+	if (write_endpoints(c, cfg.data_dir) < 0) {
+		fprintf(stderr, "<3>kiln-coordinator: %s\n", kiln_errmsg());
+		coord_free(c);
+		return 1;
+	}
+	fprintf(stderr, "<6>kiln-coordinator: ready: bus %s, http %s, data %s\n", coord_bus_url(c),
+		coord_http_url(c) ? coord_http_url(c) : "-", cfg.data_dir);
+	sd_notify(0, "READY=1");
+
+	for (;;) {
+		int sig = 0;
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (sig == SIGHUP)
+			continue; /* nothing reloads live yet */
+		fprintf(stderr, "<6>kiln-coordinator: signal %d: shutting down\n", sig);
+		break;
+	}
+	sd_notify(0, "STOPPING=1");
+	coord_free(c);
+	free(s.listen);
+	free(s.http);
+	free(s.data);
+	free(s.poll_timeout);
+	free(s.lost_after);
+	free(s.retries);
+	free(s.max_message);
+	free(s.max_log);
+	return 0;
+}

@@ -1,0 +1,394 @@
+/*
+ * planner — turns a submission into runs. In a worker thread (git fetches
+ * and parsing must not stall the core thread) it finds the workflow files at
+ * the commit, or takes the files sent inline by `kiln run`, parses and
+ * validates them, and lays out each job's spec; then, on the core thread, it
+ * writes every run with its jobs and steps in one transaction.
+ *
+ * Body of POST /api/v1/runs:
+ *   {"repo": URL|PATH, "ref": "main", "sha": "…"?, "workflow": FILE?,
+ *    "event": "push"?, "job": ID?, "worktree": bool?,
+ *    "files": [{"path": ".github/workflows/ci.yml", "content": "…"}]?}
+ */
+#include "coordinator/internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/git.h"
+#include "common/workflow.h"
+
+#define MAX_WORKFLOW_BYTES (1u << 20)
+#define MAX_WORKFLOWS 64
+
+typedef struct plan {
+	coord *c;
+	json_t *body;
+	coord_reply_fn reply;
+	void *arg;
+	/* results */
+	int status;
+	char *error;
+	char *repo, *ref, *sha, *event;
+	bool worktree;
+	json_t *runs; /* [{workflow, name, jobs: [{key, name, needs, runs_on, spec, steps}]}] */
+} plan;
+
+static json_t *env_json(const kiln_env *env)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < env->n; i++)
+		json_array_append_new(a, json_pack("[s, s]", env->v[i].key, env->v[i].value ? env->v[i].value : ""));
+	return a;
+}
+
+static json_t *strv_json(const kiln_strv *sv)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < sv->n; i++)
+		json_array_append_new(a, json_string(sv->v[i]));
+	return a;
+}
+
+static char *step_display_name(const kiln_step *s)
+{
+	if (s->name && *s->name)
+		return kiln_strdup(s->name);
+	if (s->uses && *s->uses)
+		return kiln_asprintf("Run %s", s->uses);
+	const char *run = s->run ? s->run : "";
+	size_t n = strcspn(run, "\n");
+	return kiln_asprintf("Run %.*s", (int)(n > 80 ? 80 : n), run);
+}
+
+static json_t *str_or_empty(const char *s)
+{
+	return json_string(s ? s : "");
+}
+
+/* The job's spec, as sent to agents: env layered workflow then job, steps, defaults. */
+static json_t *job_json(const kiln_workflow *wf, const kiln_job *j)
+{
+	json_t *env = env_json(&wf->env);
+	json_array_extend(env, env_json(&j->env));
+	json_t *steps = json_array(), *names = json_array();
+	for (size_t i = 0; i < j->nsteps; i++) {
+		const kiln_step *s = &j->steps[i];
+		char *name = step_display_name(s);
+		json_array_append_new(names, json_string(name));
+		json_array_append_new(
+			steps,
+			json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "name", name,
+				  "run", str_or_empty(s->run), "shell", str_or_empty(s->shell),
+				  "working_directory", str_or_empty(s->working_directory), "id",
+				  str_or_empty(s->id), "uses", str_or_empty(s->uses), "if",
+				  str_or_empty(s->if_cond), "env", env_json(&s->env), "with",
+				  env_json(&s->with)));
+		free(name);
+	}
+	const char *shell = j->defaults_shell ? j->defaults_shell : wf->defaults_shell;
+	const char *wd = j->defaults_working_directory ? j->defaults_working_directory
+						       : wf->defaults_working_directory;
+	json_t *spec = json_pack("{s:o, s:o, s:f, s:{s:o, s:o}}", "env", env, "steps", steps,
+				 "timeout_minutes", j->timeout_minutes > 0 ? j->timeout_minutes : 360.0,
+				 "defaults", "shell", str_or_empty(shell), "working_directory",
+				 str_or_empty(wd));
+	return json_pack("{s:s, s:s, s:o, s:o, s:o, s:o}", "key", j->id, "name",
+			 j->name && *j->name ? j->name : j->id, "needs", strv_json(&j->needs),
+			 "runs_on", strv_json(&j->runs_on), "spec", spec, "steps", names);
+}
+
+/* Marks job `id` and, transitively, what it needs. */
+static void mark_needed(const kiln_workflow *wf, const char *id, bool *keep)
+{
+	for (size_t i = 0; i < wf->njobs; i++) {
+		if (strcmp(wf->jobs[i].id, id) != 0 || keep[i])
+			continue;
+		keep[i] = true;
+		for (size_t k = 0; k < wf->jobs[i].needs.n; k++)
+			mark_needed(wf, wf->jobs[i].needs.v[k], keep);
+	}
+}
+
+static int plan_workflow(plan *p, const char *path, const char *text, size_t len, const char *job)
+{
+	kiln_workflow *wf = NULL;
+	int r = kiln_workflow_parse(path, text, len, &wf);
+	if (r < 0)
+		return r;
+	bool *keep = kiln_calloc(wf->njobs ? wf->njobs : 1, sizeof *keep);
+	if (job)
+		mark_needed(wf, job, keep);
+	size_t *order = kiln_calloc(wf->njobs ? wf->njobs : 1, sizeof *order);
+	kiln_workflow_order(wf, order);
+	json_t *jobs = json_array();
+	for (size_t i = 0; i < wf->njobs; i++) {
+		const kiln_job *j = &wf->jobs[order[i]];
+		if (!job || keep[order[i]])
+			json_array_append_new(jobs, job_json(wf, j));
+	}
+	if (json_array_size(jobs))
+		json_array_append_new(p->runs, json_pack("{s:s, s:s, s:o}", "workflow", path, "name",
+							 wf->name ? wf->name : path, "jobs", jobs));
+	else
+		json_decref(jobs);
+	free(order);
+	free(keep);
+	kiln_workflow_free(wf);
+	return 0;
+}
+
+static bool workflow_selected(const char *path, const char *want)
+{
+	if (!want || !*want)
+		return true;
+	if (strcmp(path, want) == 0)
+		return true;
+	const char *base = strrchr(path, '/');
+	return base && strcmp(base + 1, want) == 0;
+}
+
+static bool is_yaml(const char *name)
+{
+	size_t n = strlen(name);
+	return (n > 4 && strcmp(name + n - 4, ".yml") == 0) ||
+	       (n > 5 && strcmp(name + n - 5, ".yaml") == 0);
+}
+
+static int plan_fail(plan *p, int status, const char *msg)
+{
+	p->status = status;
+	free(p->error);
+	p->error = kiln_strdup(msg);
+	return -1;
+}
+
+static int plan_from_git(plan *p, const char *want, const char *job)
+{
+	_cleanup_free_ char *mirrors = kiln_asprintf("%s/mirrors", p->c->data_dir);
+	_cleanup_free_ char *mirror = NULL;
+	if (kiln_mkdir_p(mirrors, 0750) < 0 || kiln_git_mirror(mirrors, p->repo, &mirror) < 0)
+		return plan_fail(p, 422, kiln_errmsg());
+	char sha[41];
+	const char *rev = p->sha && *p->sha ? p->sha : p->ref;
+	if (kiln_git_resolve(mirror, rev, sha) < 0)
+		return plan_fail(p, 422, kiln_errmsg());
+	free(p->sha);
+	p->sha = kiln_strdup(sha);
+	char *full = NULL;
+	if (p->ref && *p->ref && kiln_git_full_ref(mirror, p->ref, &full) == 0 && full) {
+		free(p->ref);
+		p->ref = full;
+	}
+	static const char *const dirs[] = {".kiln/workflows", ".github/workflows"};
+	for (size_t d = 0; d < KILN_ARRAY_SIZE(dirs); d++) {
+		kiln_strv names = {0};
+		if (kiln_git_list_dir(mirror, sha, dirs[d], &names) < 0) {
+			kiln_strv_free(&names);
+			continue;
+		}
+		size_t found = 0;
+		for (size_t i = 0; i < names.n && found < MAX_WORKFLOWS; i++) {
+			if (!is_yaml(names.v[i]))
+				continue;
+			_cleanup_free_ char *path = kiln_asprintf("%s/%s", dirs[d], names.v[i]);
+			if (!workflow_selected(path, want))
+				continue;
+			found++;
+			_cleanup_free_ char *text = NULL;
+			size_t len = 0;
+			if (kiln_git_read_file(mirror, sha, path, MAX_WORKFLOW_BYTES, &text, &len) < 0 ||
+			    plan_workflow(p, path, text, len, job) < 0) {
+				kiln_strv_free(&names);
+				return plan_fail(p, 422, kiln_errmsg());
+			}
+		}
+		kiln_strv_free(&names);
+		if (found)
+			return 0;
+	}
+	return plan_fail(p, 422, "no workflow files found in .kiln/workflows or .github/workflows");
+}
+
+static int plan_from_files(plan *p, json_t *files, const char *want, const char *job)
+{
+	size_t i;
+	json_t *f;
+	size_t found = 0;
+	if (json_array_size(files) > MAX_WORKFLOWS)
+		return plan_fail(p, 400, "too many workflow files");
+	json_array_foreach(files, i, f)
+	{
+		const char *path = json_string_value(json_object_get(f, "path"));
+		json_t *content = json_object_get(f, "content");
+		if (!path || !json_is_string(content))
+			return plan_fail(p, 400, "files[]: path and content are required");
+		if (!workflow_selected(path, want))
+			continue;
+		if (json_string_length(content) > MAX_WORKFLOW_BYTES)
+			return plan_fail(p, 413, "workflow file too large");
+		found++;
+		if (plan_workflow(p, path, json_string_value(content), json_string_length(content),
+				  job) < 0)
+			return plan_fail(p, 422, kiln_errmsg());
+	}
+	if (!found)
+		return plan_fail(p, 422, want ? "no such workflow file" : "no workflow files");
+	return 0;
+}
+
+static void write_runs(coord *c, void *arg);
+
+static void *plan_main(void *arg)
+{
+	plan *p = arg;
+	json_t *b = p->body;
+	const char *want = json_string_value(json_object_get(b, "workflow"));
+	const char *job = json_string_value(json_object_get(b, "job"));
+	json_t *files = json_object_get(b, "files");
+	p->runs = json_array();
+	p->status = 201;
+	int r = files ? plan_from_files(p, files, want, job) : plan_from_git(p, want, job);
+	if (r == 0 && json_array_size(p->runs) == 0)
+		plan_fail(p, 422, job ? "no such job" : "no jobs");
+	core_post(p->c, write_runs, p);
+	return NULL;
+}
+
+void planner_submit(coord *c, json_t *body, coord_reply_fn reply, void *arg)
+{
+	const char *repo = json_string_value(json_object_get(body, "repo"));
+	const char *ref = json_string_value(json_object_get(body, "ref"));
+	if (c->draining) {
+		json_decref(body);
+		api_error(reply, arg, 503, "shutting down");
+		return;
+	}
+	if (!repo || !*repo || strlen(repo) > 4096) {
+		json_decref(body);
+		api_error(reply, arg, 400, "repo is required");
+		return;
+	}
+	plan *p = kiln_calloc(1, sizeof *p);
+	p->c = c;
+	p->body = body;
+	p->reply = reply;
+	p->arg = arg;
+	p->repo = kiln_strdup(repo);
+	p->ref = kiln_strdup(ref && *ref ? ref : "HEAD");
+	p->sha = kiln_strdup(json_string_value(json_object_get(body, "sha")));
+	const char *event = json_string_value(json_object_get(body, "event"));
+	p->event = kiln_strdup(event && *event ? event : "push");
+	p->worktree = json_is_true(json_object_get(body, "worktree"));
+
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_t t;
+	pthread_mutex_lock(&c->mu);
+	c->planners++;
+	pthread_mutex_unlock(&c->mu);
+	if (pthread_create(&t, &attr, plan_main, p) != 0) {
+		pthread_mutex_lock(&c->mu);
+		c->planners--;
+		pthread_mutex_unlock(&c->mu);
+		plan_fail(p, 503, "cannot start a planner");
+		write_runs(c, p);
+	}
+	pthread_attr_destroy(&attr);
+}
+
+static uint64_t insert_run(coord *c, plan *p, json_t *run)
+{
+	int64_t now = kiln_now_ms();
+	int64_t number = 1;
+	sqlite3_stmt *st = store_q(c, "SELECT coalesce(max(number), 0) + 1 FROM runs WHERE repo = ?",
+				   "t", p->repo);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		number = sqlite3_column_int64(st, 0);
+	store_done(st);
+	store_x(c,
+		"INSERT INTO runs(number, repo, ref, sha, event, workflow, name, worktree, created_ms)"
+		" VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		"ittttttii", number, p->repo, p->ref, p->sha ? p->sha : "", p->event,
+		json_string_value(json_object_get(run, "workflow")),
+		json_string_value(json_object_get(run, "name")), (int64_t)p->worktree, now);
+	uint64_t run_id = (uint64_t)sqlite3_last_insert_rowid(c->db);
+	size_t i;
+	json_t *j;
+	json_array_foreach(json_object_get(run, "jobs"), i, j)
+	{
+		char *needs = json_dumps(json_object_get(j, "needs"), JSON_COMPACT);
+		char *runs_on = json_dumps(json_object_get(j, "runs_on"), JSON_COMPACT);
+		char *spec = json_dumps(json_object_get(j, "spec"), JSON_COMPACT);
+		store_x(c,
+			"INSERT INTO jobs(run_id, key, name, needs, runs_on, spec, retries_left)"
+			" VALUES(?, ?, ?, ?, ?, ?, ?)",
+			"ittttti", (int64_t)run_id,
+			json_string_value(json_object_get(j, "key")),
+			json_string_value(json_object_get(j, "name")), needs, runs_on, spec,
+			(int64_t)c->cfg.retries);
+		uint64_t job_id = (uint64_t)sqlite3_last_insert_rowid(c->db);
+		size_t k;
+		json_t *name;
+		json_array_foreach(json_object_get(j, "steps"), k, name)
+		{
+			store_x(c, "INSERT INTO steps(job_id, idx, name) VALUES(?, ?, ?)", "iit",
+				(int64_t)job_id, (int64_t)k, json_string_value(name));
+		}
+		free(needs);
+		free(runs_on);
+		free(spec);
+	}
+	return run_id;
+}
+
+static void write_runs(coord *c, void *arg)
+{
+	plan *p = arg;
+	pthread_mutex_lock(&c->mu);
+	if (c->planners > 0 && --c->planners == 0)
+		pthread_cond_broadcast(&c->idle_cv);
+	pthread_mutex_unlock(&c->mu);
+	if (p->status >= 300) {
+		api_error(p->reply, p->arg, p->status, "%s", p->error ? p->error : "cannot plan");
+	} else {
+		uint64_t ids[MAX_WORKFLOWS];
+		size_t n = 0;
+		store_begin(c);
+		size_t i;
+		json_t *run;
+		json_array_foreach(p->runs, i, run)
+		{
+			if (n < MAX_WORKFLOWS)
+				ids[n++] = insert_run(c, p, run);
+		}
+		store_commit(c);
+		json_t *out = json_array();
+		for (size_t k = 0; k < n; k++) {
+			fprintf(stderr, "<6>kiln-coordinator: run %llu created for %s at %s\n",
+				(unsigned long long)ids[k], p->repo, p->sha ? p->sha : "");
+			sched_advance_run(c, ids[k]);
+			sqlite3_stmt *st = store_q(c, "SELECT id, number, state FROM runs WHERE id = ?",
+						   "i", (int64_t)ids[k]);
+			if (sqlite3_step(st) == SQLITE_ROW)
+				json_array_append_new(
+					out, json_pack("{s:I, s:I, s:s}", "id",
+						       (json_int_t)sqlite3_column_int64(st, 0),
+						       "number", (json_int_t)sqlite3_column_int64(st, 1),
+						       "state", col_text(st, 2)));
+			store_done(st);
+		}
+		api_json(p->reply, p->arg, 201, json_pack("{s:o, s:s}", "runs", out, "sha",
+							   p->sha ? p->sha : ""));
+	}
+	json_decref(p->body);
+	json_decref(p->runs);
+	free(p->error);
+	free(p->repo);
+	free(p->ref);
+	free(p->sha);
+	free(p->event);
+	free(p);
+}

@@ -1,0 +1,729 @@
+/*
+ * sched — agents, their polls, and the life of jobs and runs; core thread only.
+ *
+ * A job is `queued` until its needs have finished; then it is `ready` (or
+ * `skipped` if a need did not succeed). A ready job goes to the first agent
+ * holding a Poll whose labels include every label of the job's `runs-on`
+ * (an agent labelled "*" takes anything). The answer to that Poll carries
+ * the assignment and the job becomes `running` with a new attempt number.
+ * Updates and log lines name (job, attempt), so a resend is harmless and a
+ * stale attempt cannot overwrite a newer one. An agent that holds no Poll
+ * for lost_after_ms is lost; its running jobs are retried or failed.
+ */
+#include "coordinator/internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+static void reply_status(bus_ctx *ctx, Kiln__Status st, const char *msg)
+{
+	Kiln__Response resp = KILN__RESPONSE__INIT;
+	resp.version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
+	resp.status = st;
+	resp.error = (char *)(msg ? msg : "");
+	bus_reply(ctx, &resp);
+}
+
+static void reply_poll_empty(bus_ctx *ctx)
+{
+	Kiln__Response resp = KILN__RESPONSE__INIT;
+	Kiln__PollReply pr = KILN__POLL_REPLY__INIT;
+	resp.version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
+	resp.body_case = KILN__RESPONSE__BODY_POLL;
+	resp.poll = &pr;
+	bus_reply(ctx, &resp);
+}
+
+static coord_agent *agent_by_id(coord *c, const char *id)
+{
+	for (coord_agent *a = c->agents; a; a = a->next)
+		if (strcmp(a->id, id) == 0)
+			return a;
+	return NULL;
+}
+
+static coord_agent *agent_by_session(coord *c, const char *session)
+{
+	char digest[65];
+	if (!session || !*session)
+		return NULL;
+	kiln_sha256_hex(session, strlen(session), digest);
+	for (coord_agent *a = c->agents; a; a = a->next)
+		if (strcmp(a->session_digest, digest) == 0)
+			return a;
+	return NULL;
+}
+
+static void labels_from_json(kiln_strv *out, const char *text)
+{
+	json_t *v = json_loads(text, 0, NULL);
+	size_t i;
+	json_t *e;
+	json_array_foreach(v, i, e)
+	{
+		if (json_is_string(e))
+			kiln_strv_push(out, json_string_value(e));
+	}
+	json_decref(v);
+}
+
+static char *labels_to_json(char **v, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(a, json_string(v[i]));
+	char *s = json_dumps(a, JSON_COMPACT);
+	json_decref(a);
+	return s;
+}
+
+void sched_load(coord *c)
+{
+	int64_t now = kiln_now_ms();
+	sqlite3_stmt *st =
+		store_q(c, "SELECT id, name, labels, capacity, session_digest FROM agents", NULL);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		coord_agent *a = kiln_calloc(1, sizeof *a);
+		a->id = kiln_strdup(col_text(st, 0));
+		a->name = kiln_strdup(col_text(st, 1));
+		labels_from_json(&a->labels, col_text(st, 2));
+		a->capacity = (uint32_t)sqlite3_column_int(st, 3);
+		a->session_digest = kiln_strdup(col_text(st, 4));
+		/* every agent gets a full lost_after_ms to come back after a restart */
+		a->last_seen_ms = now;
+		a->next = c->agents;
+		c->agents = a;
+	}
+	store_done(st);
+}
+
+/* Does an agent with these labels take a job that runs on `runs_on` (a JSON array)? */
+static bool labels_match(const coord_agent *a, const char *runs_on)
+{
+	if (kiln_strv_contains(&a->labels, "*"))
+		return true;
+	kiln_strv want = {0};
+	labels_from_json(&want, runs_on);
+	bool ok = true;
+	for (size_t i = 0; i < want.n && ok; i++)
+		ok = kiln_strv_contains(&a->labels, want.v[i]);
+	kiln_strv_free(&want);
+	return ok;
+}
+
+static uint64_t find_ready_job(coord *c, const coord_agent *a)
+{
+	uint64_t found = 0;
+	sqlite3_stmt *st = store_q(c,
+				   "SELECT id, runs_on FROM jobs WHERE state = 'queued' AND ready = 1"
+				   " ORDER BY ready_ms, id",
+				   NULL);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		if (labels_match(a, col_text(st, 1))) {
+			found = (uint64_t)sqlite3_column_int64(st, 0);
+			break;
+		}
+	}
+	store_done(st);
+	return found;
+}
+
+/* Key/value pairs from a JSON array of [k, v] pairs; strings borrowed from the JSON. */
+static Kiln__KeyValue **kv_from_json(json_t *arr, size_t *n)
+{
+	size_t len = json_array_size(arr);
+	*n = len;
+	if (!len)
+		return NULL;
+	Kiln__KeyValue **v = kiln_calloc(len, sizeof *v);
+	Kiln__KeyValue *kvs = kiln_calloc(len, sizeof *kvs);
+	for (size_t i = 0; i < len; i++) {
+		json_t *pair = json_array_get(arr, i);
+		kiln__key_value__init(&kvs[i]);
+		kvs[i].key = (char *)json_string_value(json_array_get(pair, 0));
+		kvs[i].value = (char *)json_string_value(json_array_get(pair, 1));
+		if (!kvs[i].key)
+			kvs[i].key = "";
+		if (!kvs[i].value)
+			kvs[i].value = "";
+		v[i] = &kvs[i];
+	}
+	return v;
+}
+
+static void kv_free(Kiln__KeyValue **v)
+{
+	if (v)
+		free(v[0]);
+	free(v);
+}
+
+static char *jstr(json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+	return (char *)(s ? s : "");
+}
+
+/* Answers `ctx` with the assignment of job `id` (already marked running). */
+static void send_assignment(coord *c, bus_ctx *ctx, uint64_t id)
+{
+	sqlite3_stmt *st = store_q(
+		c,
+		"SELECT j.id, j.run_id, j.attempt, j.key, j.name, j.spec, r.repo, r.sha, r.ref,"
+		" r.worktree, r.workflow, r.event, r.number FROM jobs j JOIN runs r ON r.id = j.run_id"
+		" WHERE j.id = ?",
+		"i", (int64_t)id);
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		store_done(st);
+		reply_poll_empty(ctx);
+		return;
+	}
+	Kiln__JobAssignment ja = KILN__JOB_ASSIGNMENT__INIT;
+	ja.job_id = (uint64_t)sqlite3_column_int64(st, 0);
+	ja.run_id = (uint64_t)sqlite3_column_int64(st, 1);
+	ja.attempt = (uint32_t)sqlite3_column_int(st, 2);
+	_cleanup_free_ char *key = kiln_strdup(col_text(st, 3));
+	_cleanup_free_ char *name = kiln_strdup(col_text(st, 4));
+	json_t *spec = json_loads(col_text(st, 5), 0, NULL);
+	_cleanup_free_ char *repo = kiln_strdup(col_text(st, 6));
+	_cleanup_free_ char *sha = kiln_strdup(col_text(st, 7));
+	_cleanup_free_ char *ref = kiln_strdup(col_text(st, 8));
+	ja.worktree = sqlite3_column_int(st, 9) != 0;
+	_cleanup_free_ char *workflow = kiln_strdup(col_text(st, 10));
+	_cleanup_free_ char *event = kiln_strdup(col_text(st, 11));
+	ja.run_number = (uint64_t)sqlite3_column_int64(st, 12);
+	store_done(st);
+
+	ja.job_key = key;
+	ja.name = name;
+	ja.repo_url = repo;
+	ja.sha = sha;
+	ja.ref = ref;
+	ja.workflow_file = workflow;
+	ja.event = event;
+	ja.repository = repo;
+	ja.env = kv_from_json(json_object_get(spec, "env"), &ja.n_env);
+	ja.timeout_minutes = json_number_value(json_object_get(spec, "timeout_minutes"));
+	json_t *defaults = json_object_get(spec, "defaults");
+	ja.default_shell = jstr(defaults, "shell");
+	ja.default_working_directory = jstr(defaults, "working_directory");
+
+	json_t *steps = json_object_get(spec, "steps");
+	ja.n_steps = json_array_size(steps);
+	Kiln__StepSpec *ss = ja.n_steps ? kiln_calloc(ja.n_steps, sizeof *ss) : NULL;
+	ja.steps = ja.n_steps ? kiln_calloc(ja.n_steps, sizeof *ja.steps) : NULL;
+	for (size_t i = 0; i < ja.n_steps; i++) {
+		json_t *s = json_array_get(steps, i);
+		kiln__step_spec__init(&ss[i]);
+		ss[i].name = jstr(s, "name");
+		ss[i].run = jstr(s, "run");
+		ss[i].shell = jstr(s, "shell");
+		ss[i].working_directory = jstr(s, "working_directory");
+		ss[i].id = jstr(s, "id");
+		ss[i].uses = jstr(s, "uses");
+		ss[i].if_cond = jstr(s, "if");
+		ss[i].timeout_minutes = json_number_value(json_object_get(s, "timeout_minutes"));
+		ss[i].continue_on_error = json_is_true(json_object_get(s, "continue_on_error"));
+		ss[i].env = kv_from_json(json_object_get(s, "env"), &ss[i].n_env);
+		ss[i].with = kv_from_json(json_object_get(s, "with"), &ss[i].n_with);
+		ja.steps[i] = &ss[i];
+	}
+
+	Kiln__PollReply pr = KILN__POLL_REPLY__INIT;
+	pr.what_case = KILN__POLL_REPLY__WHAT_JOB;
+	pr.job = &ja;
+	Kiln__Response resp = KILN__RESPONSE__INIT;
+	resp.version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
+	resp.body_case = KILN__RESPONSE__BODY_POLL;
+	resp.poll = &pr;
+	bus_reply(ctx, &resp);
+
+	for (size_t i = 0; i < ja.n_steps; i++) {
+		kv_free(ss[i].env);
+		kv_free(ss[i].with);
+	}
+	free(ss);
+	free(ja.steps);
+	kv_free(ja.env);
+	json_decref(spec);
+}
+
+/* Marks job `id` running on agent `a` with a new attempt and answers the agent's poll. */
+static void assign(coord *c, coord_agent *a, bus_ctx *ctx, uint64_t id)
+{
+	int64_t now = kiln_now_ms();
+	uint64_t run_id = 0;
+	sqlite3_stmt *st = store_q(c, "SELECT run_id FROM jobs WHERE id = ?", "i", (int64_t)id);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		run_id = (uint64_t)sqlite3_column_int64(st, 0);
+	store_done(st);
+
+	store_begin(c);
+	store_x(c,
+		"UPDATE jobs SET state = 'running', attempt = attempt + 1, agent_id = ?,"
+		" started_ms = ?, finished_ms = NULL, conclusion = '', message = NULL WHERE id = ?",
+		"tii", a->id, now, (int64_t)id);
+	store_x(c,
+		"UPDATE steps SET state = 'queued', conclusion = '', exit_code = NULL,"
+		" started_ms = NULL, finished_ms = NULL WHERE job_id = ?",
+		"i", (int64_t)id);
+	store_x(c,
+		"UPDATE runs SET state = 'running', started_ms = coalesce(started_ms, ?)"
+		" WHERE id = ? AND state = 'queued'",
+		"ii", now, (int64_t)run_id);
+	store_commit(c);
+
+	a->last_assigned = id;
+	send_assignment(c, ctx, id);
+	api_notify_run(c, run_id);
+}
+
+void sched_kick(coord *c)
+{
+	for (coord_agent *a = c->agents; a; a = a->next) {
+		if (!a->parked || a->lost || a->parked_free == 0)
+			continue;
+		uint64_t id = find_ready_job(c, a);
+		if (!id)
+			continue;
+		bus_ctx *ctx = a->parked;
+		a->parked = NULL;
+		assign(c, a, ctx, id);
+	}
+}
+
+static void handle_register(coord *c, bus_ctx *ctx, Kiln__Register *reg)
+{
+	if (!reg->name || !*reg->name || strlen(reg->name) > 128 || reg->n_labels > 64) {
+		reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "bad name or labels");
+		return;
+	}
+	char session[65], digest[65], idbuf[17];
+	if (kiln_random_hex(32, session) < 0) {
+		reply_status(ctx, KILN__STATUS__STATUS_INTERNAL, "no randomness");
+		return;
+	}
+	kiln_sha256_hex(session, strlen(session), digest);
+	coord_agent *a = reg->agent_id && *reg->agent_id ? agent_by_id(c, reg->agent_id) : NULL;
+	if (!a) {
+		kiln_random_hex(8, idbuf);
+		a = kiln_calloc(1, sizeof *a);
+		a->id = kiln_strdup(idbuf);
+		a->next = c->agents;
+		c->agents = a;
+	}
+	free(a->name);
+	a->name = kiln_strdup(reg->name);
+	free(a->session_digest);
+	a->session_digest = kiln_strdup(digest);
+	kiln_strv_free(&a->labels);
+	for (size_t i = 0; i < reg->n_labels; i++)
+		kiln_strv_push(&a->labels, reg->labels[i]);
+	a->capacity = reg->capacity ? reg->capacity : 1;
+	a->last_seen_ms = kiln_now_ms();
+	a->lost = false;
+	a->pipe = bus_ctx_pipe(ctx);
+
+	_cleanup_free_ char *labels = labels_to_json(reg->labels, reg->n_labels);
+	store_x(c,
+		"INSERT INTO agents(id, name, labels, capacity, session_digest, version, created_ms,"
+		" last_seen_ms) VALUES(?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET"
+		" name = excluded.name, labels = excluded.labels, capacity = excluded.capacity,"
+		" session_digest = excluded.session_digest, version = excluded.version,"
+		" last_seen_ms = excluded.last_seen_ms",
+		"tttittii", a->id, a->name, labels, (int64_t)a->capacity, a->session_digest,
+		reg->version ? reg->version : "", a->last_seen_ms, a->last_seen_ms);
+	fprintf(stderr, "<6>kiln-coordinator: agent %s registered as %s (capacity %u)\n", a->name,
+		a->id, a->capacity);
+
+	Kiln__RegisterReply rr = KILN__REGISTER_REPLY__INIT;
+	rr.agent_id = a->id;
+	rr.session = session;
+	rr.poll_timeout_ms = (uint32_t)c->cfg.poll_timeout_ms;
+	rr.lost_after_ms = (uint32_t)c->cfg.lost_after_ms;
+	Kiln__Response resp = KILN__RESPONSE__INIT;
+	resp.version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
+	resp.body_case = KILN__RESPONSE__BODY_REGISTER;
+	resp.register_ = &rr;
+	bus_reply(ctx, &resp);
+}
+
+static void handle_poll(coord *c, coord_agent *a, bus_ctx *ctx, Kiln__Poll *p)
+{
+	if (a->parked) /* superseded, e.g. by a resend on a new connection */
+		reply_poll_empty(a->parked);
+	a->parked = NULL;
+	a->pipe = bus_ctx_pipe(ctx);
+	a->last_seen_ms = kiln_now_ms();
+	a->lost = false;
+
+	/* the same poll again: our answer was lost, so give the same job again */
+	if (p->poll_seq && p->poll_seq == a->last_poll_seq && a->last_assigned) {
+		sqlite3_stmt *st = store_q(c, "SELECT state, agent_id FROM jobs WHERE id = ?", "i",
+					   (int64_t)a->last_assigned);
+		bool again = sqlite3_step(st) == SQLITE_ROW &&
+			     strcmp(col_text(st, 0), "running") == 0 &&
+			     strcmp(col_text(st, 1), a->id) == 0;
+		store_done(st);
+		if (again) {
+			send_assignment(c, ctx, a->last_assigned);
+			return;
+		}
+	}
+	a->last_poll_seq = p->poll_seq;
+	a->last_assigned = 0;
+
+	if (p->free_slots > 0) {
+		uint64_t id = find_ready_job(c, a);
+		if (id) {
+			assign(c, a, ctx, id);
+			return;
+		}
+	}
+	a->parked = ctx;
+	a->parked_free = p->free_slots;
+	a->parked_until_ms = a->last_seen_ms + c->cfg.poll_timeout_ms;
+}
+
+static void handle_job_update(coord *c, coord_agent *a, bus_ctx *ctx, Kiln__JobUpdate *u)
+{
+	sqlite3_stmt *st = store_q(c, "SELECT run_id, state, attempt FROM jobs WHERE id = ?", "i",
+				   (int64_t)u->job_id);
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		store_done(st);
+		reply_status(ctx, KILN__STATUS__STATUS_NOT_FOUND, "no such job");
+		return;
+	}
+	uint64_t run_id = (uint64_t)sqlite3_column_int64(st, 0);
+	bool running = strcmp(col_text(st, 1), "running") == 0;
+	uint32_t attempt = (uint32_t)sqlite3_column_int(st, 2);
+	store_done(st);
+	if (u->attempt != attempt) {
+		reply_status(ctx, KILN__STATUS__STATUS_STALE, "attempt is no longer current");
+		return;
+	}
+	const char *concl = conclusion_name(u->conclusion);
+	bool completed = u->state == KILN__JOB_STATE__JOB_STATE_COMPLETED;
+	if (running && u->step_index >= 0) {
+		store_x(c,
+			"UPDATE steps SET state = ?, conclusion = ?, exit_code = ?,"
+			" started_ms = coalesce(nullif(?, 0), started_ms),"
+			" finished_ms = nullif(?, 0) WHERE job_id = ? AND idx = ?",
+			"ttiiiii", completed ? "completed" : "running", concl,
+			(int64_t)u->exit_code, u->started_ms, u->finished_ms, (int64_t)u->job_id,
+			(int64_t)u->step_index);
+	} else if (running && completed) {
+		store_x(c,
+			"UPDATE jobs SET state = 'completed', conclusion = ?, finished_ms = ?,"
+			" message = nullif(?, '') WHERE id = ?",
+			"titi", *concl ? concl : "failure",
+			u->finished_ms ? u->finished_ms : kiln_now_ms(), u->message ? u->message : "",
+			(int64_t)u->job_id);
+		fprintf(stderr, "<6>kiln-coordinator: run %llu job %llu attempt %u: %s\n",
+			(unsigned long long)run_id, (unsigned long long)u->job_id, attempt,
+			*concl ? concl : "failure");
+		coord_log_close(c, u->job_id, attempt);
+		if (a->parked && a->parked_free < a->capacity)
+			a->parked_free++; /* the slot this job held is free again */
+		sched_advance_run(c, run_id);
+	}
+	Kiln__JobUpdateReply jr = KILN__JOB_UPDATE_REPLY__INIT;
+	Kiln__Response resp = KILN__RESPONSE__INIT;
+	resp.version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
+	resp.body_case = KILN__RESPONSE__BODY_JOB_UPDATE;
+	resp.job_update = &jr;
+	bus_reply(ctx, &resp);
+	api_notify_run(c, run_id);
+}
+
+/* One stored line: seq, time, stream, step, text; a newline in the text would break the file. */
+static void format_line(kiln_buf *b, const char *prefix, uint64_t seq, const Kiln__LogLine *l)
+{
+	b->len = 0;
+	kiln_buf_printf(b, "%s%llu\t%lld\t%s\t%d\t", prefix, (unsigned long long)seq,
+			(long long)l->ts_ms, stream_name(l->stream), l->step_index);
+	size_t at = b->len;
+	kiln_buf_puts(b, l->text ? l->text : "");
+	for (size_t i = at; i < b->len; i++)
+		if (b->p[i] == '\n' || b->p[i] == '\r')
+			b->p[i] = ' ';
+}
+
+static void handle_log_append(coord *c, bus_ctx *ctx, Kiln__LogAppend *la)
+{
+	sqlite3_stmt *st = store_q(c, "SELECT run_id, attempt FROM jobs WHERE id = ?", "i",
+				   (int64_t)la->job_id);
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		store_done(st);
+		reply_status(ctx, KILN__STATUS__STATUS_NOT_FOUND, "no such job");
+		return;
+	}
+	uint64_t run_id = (uint64_t)sqlite3_column_int64(st, 0);
+	uint32_t attempt = (uint32_t)sqlite3_column_int(st, 1);
+	store_done(st);
+	if (la->attempt == 0 || la->attempt > attempt || la->first_seq == 0) {
+		reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "no such attempt");
+		return;
+	}
+	logfile *jf = coord_log(c, la->job_id, la->attempt);
+	logfile *rf = coord_log(c, run_id, 0);
+	if (!jf || !rf) {
+		reply_status(ctx, KILN__STATUS__STATUS_INTERNAL, "cannot open the log");
+		return;
+	}
+	uint64_t have = logfile_count(jf);
+	kiln_buf b = {0};
+	_cleanup_free_ char *prefix =
+		kiln_asprintf("%llu\t%u\t", (unsigned long long)la->job_id, la->attempt);
+	bool added = false;
+	for (size_t i = 0; i < la->n_lines; i++) {
+		uint64_t seq = la->first_seq + i;
+		if (seq <= have)
+			continue; /* stored already: a resend */
+		if (seq != have + 1)
+			break; /* a gap: the agent resends from stored_through + 1 */
+		format_line(&b, "", seq, la->lines[i]);
+		if (logfile_append(jf, b.p, b.len) < 0)
+			break;
+		format_line(&b, prefix, seq, la->lines[i]);
+		logfile_append(rf, b.p, b.len);
+		have = seq;
+		added = true;
+	}
+	kiln_buf_free(&b);
+
+	Kiln__LogAppendReply lr = KILN__LOG_APPEND_REPLY__INIT;
+	lr.stored_through = have;
+	Kiln__Response resp = KILN__RESPONSE__INIT;
+	resp.version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
+	resp.body_case = KILN__RESPONSE__BODY_LOG_APPEND;
+	resp.log_append = &lr;
+	bus_reply(ctx, &resp);
+	if (added)
+		api_notify_run(c, run_id);
+}
+
+void sched_request(coord *c, bus_ctx *ctx, Kiln__Request *req)
+{
+	if (req->body_case == KILN__REQUEST__BODY_REGISTER) {
+		handle_register(c, ctx, req->register_);
+		return;
+	}
+	coord_agent *a = agent_by_session(c, req->session);
+	if (!a) {
+		reply_status(ctx, KILN__STATUS__STATUS_UNAUTHORIZED, "unknown session: register");
+		return;
+	}
+	a->last_seen_ms = kiln_now_ms();
+	switch (req->body_case) {
+	case KILN__REQUEST__BODY_POLL:
+		handle_poll(c, a, ctx, req->poll);
+		break;
+	case KILN__REQUEST__BODY_JOB_UPDATE:
+		handle_job_update(c, a, ctx, req->job_update);
+		break;
+	case KILN__REQUEST__BODY_LOG_APPEND:
+		handle_log_append(c, ctx, req->log_append);
+		break;
+	default:
+		reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "unknown request");
+	}
+}
+
+void sched_pipe_gone(coord *c, uint32_t pipe)
+{
+	for (coord_agent *a = c->agents; a; a = a->next) {
+		if (a->pipe != pipe)
+			continue;
+		if (a->parked) {
+			reply_poll_empty(a->parked); /* frees the context; nobody reads it */
+			a->parked = NULL;
+		}
+		a->last_seen_ms = kiln_now_ms();
+	}
+}
+
+typedef struct job_row {
+	uint64_t id;
+	char *key, *state, *conclusion;
+	bool ready;
+	json_t *needs;
+} job_row;
+
+void sched_advance_run(coord *c, uint64_t run_id)
+{
+	int64_t now = kiln_now_ms();
+	job_row *rows = NULL;
+	size_t n = 0, cap = 0;
+	sqlite3_stmt *st = store_q(c,
+				   "SELECT id, key, state, conclusion, ready, needs FROM jobs"
+				   " WHERE run_id = ? ORDER BY id",
+				   "i", (int64_t)run_id);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			rows = kiln_realloc(rows, cap * sizeof *rows);
+		}
+		job_row *r = &rows[n++];
+		r->id = (uint64_t)sqlite3_column_int64(st, 0);
+		r->key = kiln_strdup(col_text(st, 1));
+		r->state = kiln_strdup(col_text(st, 2));
+		r->conclusion = kiln_strdup(col_text(st, 3));
+		r->ready = sqlite3_column_int(st, 4) != 0;
+		r->needs = json_loads(col_text(st, 5), 0, NULL);
+	}
+	store_done(st);
+
+	store_begin(c);
+	bool changed;
+	do {
+		changed = false;
+		for (size_t i = 0; i < n; i++) {
+			job_row *r = &rows[i];
+			if (strcmp(r->state, "queued") != 0 || r->ready)
+				continue;
+			bool all_done = true, all_ok = true;
+			size_t k;
+			json_t *need;
+			json_array_foreach(r->needs, k, need)
+			{
+				const char *nk = json_string_value(need);
+				for (size_t j = 0; j < n; j++) {
+					if (!nk || strcmp(rows[j].key, nk) != 0)
+						continue;
+					if (strcmp(rows[j].state, "completed") != 0)
+						all_done = false;
+					else if (strcmp(rows[j].conclusion, "success") != 0)
+						all_ok = false;
+				}
+			}
+			if (!all_done)
+				continue;
+			if (all_ok) {
+				r->ready = true;
+				store_x(c, "UPDATE jobs SET ready = 1, ready_ms = ? WHERE id = ?", "ii",
+					now, (int64_t)r->id);
+			} else {
+				free(r->state);
+				free(r->conclusion);
+				r->state = kiln_strdup("completed");
+				r->conclusion = kiln_strdup("skipped");
+				store_x(c,
+					"UPDATE jobs SET state = 'completed', conclusion = 'skipped',"
+					" finished_ms = ? WHERE id = ?",
+					"ii", now, (int64_t)r->id);
+				store_x(c,
+					"UPDATE steps SET state = 'completed', conclusion = 'skipped'"
+					" WHERE job_id = ?",
+					"i", (int64_t)r->id);
+			}
+			changed = true;
+		}
+	} while (changed);
+
+	bool done = true, failed = false, cancelled = false;
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(rows[i].state, "completed") != 0)
+			done = false;
+		else if (strcmp(rows[i].conclusion, "failure") == 0)
+			failed = true;
+		else if (strcmp(rows[i].conclusion, "cancelled") == 0)
+			cancelled = true;
+	}
+	if (done) {
+		const char *concl = failed ? "failure" : cancelled ? "cancelled" : "success";
+		store_x(c,
+			"UPDATE runs SET state = 'completed', conclusion = ?, finished_ms = ?"
+			" WHERE id = ? AND state != 'completed'",
+			"tii", concl, now, (int64_t)run_id);
+		fprintf(stderr, "<6>kiln-coordinator: run %llu completed: %s\n",
+			(unsigned long long)run_id, concl);
+	}
+	store_commit(c);
+	if (done)
+		coord_log_close(c, run_id, 0);
+
+	for (size_t i = 0; i < n; i++) {
+		free(rows[i].key);
+		free(rows[i].state);
+		free(rows[i].conclusion);
+		json_decref(rows[i].needs);
+	}
+	free(rows);
+	sched_kick(c);
+	api_notify_run(c, run_id);
+}
+
+/* The agent is gone: retry its running jobs while retries are left, else fail them. */
+static void agent_lost(coord *c, coord_agent *a)
+{
+	a->lost = true;
+	fprintf(stderr, "<4>kiln-coordinator: agent %s (%s) lost\n", a->name, a->id);
+	int64_t now = kiln_now_ms();
+	uint64_t runs[64];
+	size_t nruns = 0;
+	sqlite3_stmt *st = store_q(c,
+				   "SELECT id, run_id, retries_left FROM jobs"
+				   " WHERE agent_id = ? AND state = 'running'",
+				   "t", a->id);
+	typedef struct {
+		int64_t id, run, retries;
+	} lost_job;
+	lost_job *jobs = NULL;
+	size_t n = 0;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		jobs = kiln_realloc(jobs, (n + 1) * sizeof *jobs);
+		jobs[n].id = sqlite3_column_int64(st, 0);
+		jobs[n].run = sqlite3_column_int64(st, 1);
+		jobs[n].retries = sqlite3_column_int64(st, 2);
+		n++;
+	}
+	store_done(st);
+	for (size_t i = 0; i < n; i++) {
+		if (jobs[i].retries > 0) {
+			store_x(c,
+				"UPDATE jobs SET state = 'queued', ready = 1, ready_ms = ?,"
+				" retries_left = retries_left - 1, agent_id = NULL,"
+				" message = 'agent lost; retried' WHERE id = ?",
+				"ii", now, jobs[i].id);
+			fprintf(stderr, "<4>kiln-coordinator: run %lld job %lld: agent lost, retrying\n",
+				(long long)jobs[i].run, (long long)jobs[i].id);
+		} else {
+			store_x(c,
+				"UPDATE jobs SET state = 'completed', conclusion = 'failure',"
+				" finished_ms = ?, message = 'agent lost' WHERE id = ?",
+				"ii", now, jobs[i].id);
+		}
+		bool seen = false;
+		for (size_t k = 0; k < nruns; k++)
+			seen |= runs[k] == (uint64_t)jobs[i].run;
+		if (!seen && nruns < KILN_ARRAY_SIZE(runs))
+			runs[nruns++] = (uint64_t)jobs[i].run;
+	}
+	free(jobs);
+	for (size_t k = 0; k < nruns; k++)
+		sched_advance_run(c, runs[k]);
+}
+
+void sched_tick(coord *c, int64_t now)
+{
+	for (coord_agent *a = c->agents; a; a = a->next) {
+		if (a->parked && now >= a->parked_until_ms) {
+			reply_poll_empty(a->parked);
+			a->parked = NULL;
+			a->last_seen_ms = now;
+		}
+		if (!a->parked && !a->lost && now - a->last_seen_ms > c->cfg.lost_after_ms)
+			agent_lost(c, a);
+	}
+}
+
+void sched_shutdown(coord *c)
+{
+	for (coord_agent *a = c->agents; a; a = a->next) {
+		if (a->parked)
+			reply_poll_empty(a->parked);
+		a->parked = NULL;
+	}
+}

@@ -1,0 +1,205 @@
+/*
+ * store — the coordinator's state in SQLite (WAL), used only from the core
+ * thread. Statements are prepared once and cached by the address of their SQL
+ * text, so call sites pass string literals. The schema is created on open and
+ * versioned in `meta`.
+ */
+#include "coordinator/internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+struct stmt_cache {
+	const char *sql;
+	sqlite3_stmt *st;
+	struct stmt_cache *next;
+};
+
+static const char schema[] =
+	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
+	"CREATE TABLE IF NOT EXISTS runs("
+	" id INTEGER PRIMARY KEY, number INTEGER NOT NULL, repo TEXT NOT NULL, ref TEXT NOT NULL,"
+	" sha TEXT NOT NULL, event TEXT NOT NULL, workflow TEXT NOT NULL, name TEXT NOT NULL,"
+	" worktree INTEGER NOT NULL DEFAULT 0,"
+	" state TEXT NOT NULL DEFAULT 'queued', conclusion TEXT NOT NULL DEFAULT '',"
+	" created_ms INTEGER NOT NULL, started_ms INTEGER, finished_ms INTEGER);"
+	"CREATE INDEX IF NOT EXISTS runs_state ON runs(state);"
+	"CREATE TABLE IF NOT EXISTS jobs("
+	" id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id),"
+	" key TEXT NOT NULL, name TEXT NOT NULL, needs TEXT NOT NULL, runs_on TEXT NOT NULL,"
+	" spec TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'queued',"
+	" conclusion TEXT NOT NULL DEFAULT '', ready INTEGER NOT NULL DEFAULT 0,"
+	" attempt INTEGER NOT NULL DEFAULT 0, retries_left INTEGER NOT NULL DEFAULT 0,"
+	" agent_id TEXT, message TEXT, ready_ms INTEGER, started_ms INTEGER, finished_ms INTEGER,"
+	" UNIQUE(run_id, key));"
+	"CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(state, ready);"
+	"CREATE TABLE IF NOT EXISTS steps("
+	" job_id INTEGER NOT NULL REFERENCES jobs(id), idx INTEGER NOT NULL, name TEXT NOT NULL,"
+	" state TEXT NOT NULL DEFAULT 'queued', conclusion TEXT NOT NULL DEFAULT '',"
+	" exit_code INTEGER, started_ms INTEGER, finished_ms INTEGER, PRIMARY KEY(job_id, idx));"
+	"CREATE TABLE IF NOT EXISTS agents("
+	" id TEXT PRIMARY KEY, name TEXT NOT NULL, labels TEXT NOT NULL, capacity INTEGER NOT NULL,"
+	" session_digest TEXT NOT NULL, version TEXT NOT NULL DEFAULT '',"
+	" created_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL);"
+	"INSERT OR IGNORE INTO meta(key, value) VALUES('schema', '1');";
+
+int store_open(coord *c)
+{
+	_cleanup_free_ char *path = kiln_asprintf("%s/kiln.db", c->data_dir);
+	int r = sqlite3_open_v2(path, &c->db,
+				SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (r != SQLITE_OK)
+		return kiln_err(EIO, "%s: %s", path, c->db ? sqlite3_errmsg(c->db) : "cannot open");
+	char *err = NULL;
+	r = sqlite3_exec(c->db,
+			 "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+			 "PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+			 NULL, NULL, &err);
+	if (r == SQLITE_OK)
+		r = sqlite3_exec(c->db, schema, NULL, NULL, &err);
+	if (r != SQLITE_OK) {
+		int e = kiln_err(EIO, "%s: %s", path, err ? err : sqlite3_errmsg(c->db));
+		sqlite3_free(err);
+		return e;
+	}
+	return 0;
+}
+
+void store_close(coord *c)
+{
+	while (c->stmts) {
+		struct stmt_cache *s = c->stmts;
+		c->stmts = s->next;
+		sqlite3_finalize(s->st);
+		free(s);
+	}
+	if (c->db)
+		sqlite3_close(c->db);
+	c->db = NULL;
+}
+
+static sqlite3_stmt *prepare(coord *c, const char *sql)
+{
+	for (struct stmt_cache *s = c->stmts; s; s = s->next)
+		if (s->sql == sql)
+			return s->st;
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+		/* a bad statement is a bug in kiln, not in the input */
+		fprintf(stderr, "<2>kiln-coordinator: sql: %s: %s\n", sqlite3_errmsg(c->db), sql);
+		abort();
+	}
+	struct stmt_cache *s = kiln_malloc(sizeof *s);
+	s->sql = sql;
+	s->st = st;
+	s->next = c->stmts;
+	c->stmts = s;
+	return st;
+}
+
+static sqlite3_stmt *bindv(coord *c, const char *sql, const char *types, va_list ap)
+{
+	sqlite3_stmt *st = prepare(c, sql);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	for (int i = 0; types && types[i]; i++) {
+		switch (types[i]) {
+		case 'i':
+			sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+			break;
+		case 'd':
+			sqlite3_bind_double(st, i + 1, va_arg(ap, double));
+			break;
+		case 't': {
+			const char *s = va_arg(ap, const char *);
+			if (s)
+				sqlite3_bind_text(st, i + 1, s, -1, SQLITE_TRANSIENT);
+			else
+				sqlite3_bind_null(st, i + 1);
+			break;
+		}
+		default:
+			abort();
+		}
+	}
+	return st;
+}
+
+sqlite3_stmt *store_q(coord *c, const char *sql, const char *types, ...)
+{
+	va_list ap;
+	va_start(ap, types);
+	sqlite3_stmt *st = bindv(c, sql, types, ap);
+	va_end(ap);
+	return st;
+}
+
+int store_x(coord *c, const char *sql, const char *types, ...)
+{
+	va_list ap;
+	va_start(ap, types);
+	sqlite3_stmt *st = bindv(c, sql, types, ap);
+	va_end(ap);
+	int r;
+	while ((r = sqlite3_step(st)) == SQLITE_ROW)
+		;
+	if (r != SQLITE_DONE)
+		fprintf(stderr, "<3>kiln-coordinator: sql: %s\n", sqlite3_errmsg(c->db));
+	sqlite3_reset(st);
+	return r;
+}
+
+void store_done(sqlite3_stmt *st)
+{
+	sqlite3_reset(st);
+}
+
+int store_begin(coord *c)
+{
+	return store_x(c, "BEGIN IMMEDIATE", NULL);
+}
+
+int store_commit(coord *c)
+{
+	return store_x(c, "COMMIT", NULL);
+}
+
+void store_rollback(coord *c)
+{
+	store_x(c, "ROLLBACK", NULL);
+}
+
+const char *col_text(sqlite3_stmt *st, int i)
+{
+	const char *s = (const char *)sqlite3_column_text(st, i);
+	return s ? s : "";
+}
+
+const char *conclusion_name(int conclusion)
+{
+	switch (conclusion) {
+	case KILN__CONCLUSION__CONCLUSION_SUCCESS:
+		return "success";
+	case KILN__CONCLUSION__CONCLUSION_FAILURE:
+		return "failure";
+	case KILN__CONCLUSION__CONCLUSION_CANCELLED:
+		return "cancelled";
+	case KILN__CONCLUSION__CONCLUSION_SKIPPED:
+		return "skipped";
+	default:
+		return "";
+	}
+}
+
+const char *stream_name(int stream)
+{
+	switch (stream) {
+	case KILN__STREAM__STREAM_STDERR:
+		return "stderr";
+	case KILN__STREAM__STREAM_SYSTEM:
+		return "system";
+	default:
+		return "stdout";
+	}
+}
