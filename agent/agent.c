@@ -147,7 +147,7 @@ static int do_register(agent *a)
 	a->agent_id = kiln_strdup(resp->register_->agent_id);
 	a->poll_timeout_ms = resp->register_->poll_timeout_ms ? resp->register_->poll_timeout_ms : 25000;
 	pthread_mutex_unlock(&a->mu);
-	fprintf(stderr, "<6>kiln-agent: registered as %s\n", resp->register_->agent_id);
+	kiln_log(6, "registered as %s", resp->register_->agent_id);
 	return 0;
 }
 
@@ -215,7 +215,7 @@ static void start_job(agent *a, Kiln__JobAssignment *ja)
 	a->jobs = j;
 	a->running++;
 	pthread_mutex_unlock(&a->mu);
-	fprintf(stderr, "<6>kiln-agent: run %llu job %llu attempt %u: %s\n",
+	kiln_log(6, "run %llu job %llu attempt %u: %s",
 		(unsigned long long)j->run_id, (unsigned long long)j->job_id, j->attempt, ja->name);
 	if (pthread_create(&j->thread, NULL, job_main, j) != 0) {
 		agent_job_update(j, -1, KILN__JOB_STATE__JOB_STATE_COMPLETED,

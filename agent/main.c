@@ -25,6 +25,7 @@ static void usage(FILE *f)
 	      "  --capacity N        jobs at once (default 1)\n"
 	      "  --work DIR          mirrors and workspaces (default /var/lib/kiln-agent)\n"
 	      "  --token TOKEN       registration token (prefer a token file)\n"
+	      "  --log-level LEVEL   err, warning, notice, info (default) or debug\n"
 	      "  -h, --help          show this help\n"
 	      "  -V, --version       show the version\n",
 	      f);
@@ -39,6 +40,7 @@ int main(int argc, char **argv)
 		{"capacity", required_argument, NULL, 'C'},
 		{"work", required_argument, NULL, 'w'},
 		{"token", required_argument, NULL, 't'},
+		{"log-level", required_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{0},
@@ -49,7 +51,7 @@ int main(int argc, char **argv)
 		.capacity = 1,
 		.work_dir = "/var/lib/kiln-agent",
 	};
-	int ch;
+	int ch, log_level = KILN_LOG_INFO;
 	while ((ch = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': cfg.coordinator = optarg; break;
@@ -67,6 +69,12 @@ int main(int argc, char **argv)
 		}
 		case 'w': cfg.work_dir = optarg; break;
 		case 't': cfg.token = optarg; break;
+		case 'v':
+			if (kiln_log_level_parse(optarg, &log_level) < 0) {
+				fprintf(stderr, "%s: %s\n", argv[0], kiln_errmsg());
+				return 2;
+			}
+			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("kiln-agent %s\n", KILN_VERSION); return 0;
 		default: usage(stderr); return 2;
@@ -76,6 +84,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kiln-agent: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
+	kiln_log_setup("kiln-agent", log_level);
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -86,10 +95,10 @@ int main(int argc, char **argv)
 
 	agent *a = NULL;
 	if (agent_start(&cfg, &a) < 0) {
-		fprintf(stderr, "<3>kiln-agent: %s\n", kiln_errmsg());
+		kiln_log(3, "%s", kiln_errmsg());
 		return 1;
 	}
-	fprintf(stderr, "<6>kiln-agent: started, coordinator %s, capacity %u\n", cfg.coordinator,
+	kiln_log(6, "started, coordinator %s, capacity %u", cfg.coordinator,
 		cfg.capacity);
 	sd_notify(0, "READY=1");
 	for (;;) {

@@ -184,7 +184,7 @@ static int resolve_shell(const agent_step_spec *spec, shell_cmd *sc)
 {
 	const char *path = child_path(spec->envp);
 	kiln_strv words = {0};
-	kiln_strv_split(&words, spec->shell ? spec->shell : "", " \t\r\n");
+	kiln_strv_split(&words, spec->shell ? spec->shell : "", " \t\r");
 
 	if (words.n == 0) {
 		/* kiln's default is bash with pipefail (issue 2 and DESIGN.md), where GitHub's runner
@@ -279,7 +279,7 @@ static int write_script(const char *dir, const shell_cmd *sc, const char *script
 		kiln_buf_printf(&body,
 		                "$ErrorActionPreference = 'stop'\n%s\n"
 		                "if ((Test-Path -LiteralPath variable:\\LASTEXITCODE)) { exit "
-		                "$LASTEXITCODE }\n",
+		                "$LASTEXITCODE }",
 		                script);
 		text = body.p;
 		len = body.len;

@@ -34,7 +34,7 @@
 
 #include <git2.h>
 
-#define ARG_MAX_LEN 4096 /* longest url, ref or path argument accepted */
+#define ARG_MAX_LEN 4096   /* longest url, ref or path argument accepted */
 #define COPY_DEPTH_MAX 256 /* deepest directory copied by a snapshot */
 
 /* ---- cleanup helpers ---------------------------------------------------- */
@@ -77,6 +77,25 @@ static inline void strv_freep(kiln_strv *sv)
 
 /* ---- errors and small helpers ------------------------------------------- */
 
+/* `s` with the user:password@ part of every URL in it replaced, so tokens stay out of logs. Owned.
+ */
+static char *redact(const char *s)
+{
+	kiln_buf b = {0};
+	for (const char *m; (m = strstr(s, "://"));) {
+		const char *host = m + 3;
+		size_t auth = strcspn(host, "/@ \t\n'\"");
+		kiln_buf_append(&b, s, (size_t)(host - s));
+		if (host[auth] == '@') {
+			kiln_buf_puts(&b, "***");
+			host += auth;
+		}
+		s = host;
+	}
+	kiln_buf_puts(&b, s);
+	return kiln_buf_steal(&b);
+}
+
 /* Sets the thread's message from libgit2's last error and maps `code` to a negative errno. */
 static int gerr(int code, const char *fmt, ...) KILN_PRINTF(2, 3);
 static int gerr(int code, const char *fmt, ...)
@@ -113,9 +132,11 @@ static int gerr(int code, const char *fmt, ...)
 		err = EIO;
 	}
 	const git_error *e = git_error_last();
-	int r = kiln_err(err, "%s: %s", what, e && e->message ? e->message : "libgit2 error");
+	_cleanup_free_ char *msg =
+	    kiln_asprintf("%s: %s", what, e && e->message ? e->message : "libgit2 error");
+	_cleanup_free_ char *shown = redact(msg);
 	git_error_clear();
-	return r;
+	return kiln_err(err, "%s", shown);
 }
 
 /* Re-raises the current message after cleanup code that may overwrite it. */
@@ -235,19 +256,6 @@ static int normalize_url(const char *url, char **out)
 	return 0;
 }
 
-/* `url` fit for messages: any user:password@ part replaced, so tokens stay out of logs. Owned. */
-static char *url_for_log(const char *url)
-{
-	const char *scheme = strstr(url, "://");
-	if (!scheme)
-		return kiln_strdup(url);
-	const char *host = scheme + 3;
-	size_t auth = strcspn(host, "/@");
-	if (host[auth] != '@')
-		return kiln_strdup(url);
-	return kiln_asprintf("%.*s***@%s", (int)(host - url), url, host + auth + 1);
-}
-
 /* flock()s `path` with `op`; *fd = -1 (and no lock) when !create and the file is absent. */
 static int lock_path(const char *path, int op, bool create, int *fd)
 {
@@ -307,8 +315,8 @@ static int set_mirror_head(git_repository *repo, git_remote *remote)
 {
 	_cleanup_(git_buf_disposep) git_buf def = GIT_BUF_INIT;
 	const char *want = NULL;
-	if (git_remote_default_branch(&def, remote) == 0 && def.ptr && starts_with(def.ptr, "refs/heads/") &&
-	    ref_exists(repo, def.ptr)) {
+	if (git_remote_default_branch(&def, remote) == 0 && def.ptr &&
+	    starts_with(def.ptr, "refs/heads/") && ref_exists(repo, def.ptr)) {
 		want = def.ptr;
 	} else {
 		git_error_clear();
@@ -349,10 +357,9 @@ static int mirror_fetch(git_repository *repo, const char *url)
 	git_remote_create_options co = GIT_REMOTE_CREATE_OPTIONS_INIT;
 	co.repository = repo;
 	co.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF | GIT_REMOTE_CREATE_SKIP_DEFAULT_FETCHSPEC;
-	_cleanup_free_ char *shown = url_for_log(url);
 	int r = git_remote_create_with_opts(&remote, url, &co);
 	if (r < 0)
-		return gerr(r, "remote %s", shown);
+		return gerr(r, "remote %s", url);
 
 	char *specs[] = {"+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"};
 	git_strarray refspecs = {specs, KILN_ARRAY_SIZE(specs)};
@@ -363,7 +370,7 @@ static int mirror_fetch(git_repository *repo, const char *url)
 	fo.proxy_opts.type = GIT_PROXY_AUTO;
 	r = git_remote_fetch(remote, &refspecs, &fo, "kiln: fetch");
 	if (r < 0)
-		return gerr(r, "fetch %s", shown);
+		return gerr(r, "fetch %s", url);
 	return set_mirror_head(repo, remote);
 }
 
@@ -372,12 +379,14 @@ static bool has_commit(const char *path, const git_oid *oid)
 {
 	_cleanup_(git_repository_freep) git_repository *repo = NULL;
 	_cleanup_(git_commit_freep) git_commit *c = NULL;
-	bool ok = git_repository_open_bare(&repo, path) == 0 && git_commit_lookup(&c, repo, oid) == 0;
+	bool ok =
+	    git_repository_open_bare(&repo, path) == 0 && git_commit_lookup(&c, repo, oid) == 0;
 	git_error_clear();
 	return ok;
 }
 
-static int mirror_ensure(const char *mirrors_dir, const char *url_in, const git_oid *want, char **out)
+static int mirror_ensure(const char *mirrors_dir, const char *url_in, const git_oid *want,
+                         char **out)
 {
 	int r = kiln_git_init();
 	if (r < 0)
@@ -428,12 +437,14 @@ static int mirror_ensure(const char *mirrors_dir, const char *url_in, const git_
 			return r;
 		_cleanup_(git_repository_freep) git_repository *repo = NULL;
 		git_repository_init_options io = GIT_REPOSITORY_INIT_OPTIONS_INIT;
-		io.flags = GIT_REPOSITORY_INIT_BARE | GIT_REPOSITORY_INIT_MKPATH | GIT_REPOSITORY_INIT_NO_REINIT;
+		io.flags = GIT_REPOSITORY_INIT_BARE | GIT_REPOSITORY_INIT_MKPATH |
+		           GIT_REPOSITORY_INIT_NO_REINIT;
 		r = git_repository_init_ext(&repo, tmp, &io);
 		if (r < 0)
 			return gerr(r, "create mirror %s", tmp);
-		r = set_config(repo, "remote.origin.url", url, "remote.origin.fetch", "+refs/heads/*:refs/heads/*",
-			       "remote.origin.tagOpt", "--tags", "remote.origin.prune", "true", (const char *)NULL);
+		r = set_config(repo, "remote.origin.url", url, "remote.origin.fetch",
+		               "+refs/heads/*:refs/heads/*", "remote.origin.tagOpt", "--tags",
+		               "remote.origin.prune", "true", (const char *)NULL);
 		if (r == 0)
 			r = mirror_fetch(repo, url);
 		git_repository_free(repo);
@@ -454,8 +465,9 @@ static int mirror_ensure(const char *mirrors_dir, const char *url_in, const git_
 	if (want && !has_commit(path, want)) {
 		char s[GIT_OID_HEXSZ + 1];
 		git_oid_tostr(s, sizeof s, want);
-		_cleanup_free_ char *shown = url_for_log(url);
-		return kiln_err(ENOENT, "commit %s is not in %s (fetched its branches and tags)", s, shown);
+		_cleanup_free_ char *shown = redact(url);
+		return kiln_err(ENOENT, "commit %s is not in %s (fetched its branches and tags)", s,
+		                shown);
 	}
 	*out = kiln_strdup(path);
 	return 0;
@@ -483,7 +495,8 @@ static int copy_file(const char *src, const char *dst, mode_t mode)
 	_cleanup_(closep) int in = open(src, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (in < 0)
 		return kiln_err(errno, "open %s: %s", src, strerror(errno));
-	_cleanup_(closep) int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	_cleanup_(closep) int out =
+	    open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (out < 0)
 		return kiln_err(errno, "create %s: %s", dst, strerror(errno));
 	_cleanup_free_ char *buf = kiln_malloc(65536);
@@ -594,11 +607,13 @@ static int link_objects(const char *src, const char *dst, bool *can_link, int de
 		return kiln_err(errno, "mkdir %s: %s", dst, strerror(errno));
 	_cleanup_(closedirp) DIR *d = opendir(src);
 	if (!d)
-		return errno == ENOENT ? 0 : kiln_err(errno, "opendir %s: %s", src, strerror(errno));
+		return errno == ENOENT ? 0
+		                       : kiln_err(errno, "opendir %s: %s", src, strerror(errno));
 	struct dirent *de;
 	while ((de = readdir(d))) {
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
-		    is_temp_object_file(de->d_name) || (depth == 1 && strcmp(de->d_name, "alternates") == 0))
+		    is_temp_object_file(de->d_name) ||
+		    (depth == 1 && strcmp(de->d_name, "alternates") == 0))
 			continue;
 		_cleanup_free_ char *s = kiln_asprintf("%s/%s", src, de->d_name);
 		_cleanup_free_ char *t = kiln_asprintf("%s/%s", dst, de->d_name);
@@ -664,7 +679,8 @@ static int cmp_packed_line(const void *a, const void *b)
 	return strcmp(*(char *const *)a + GIT_OID_HEXSZ + 1, *(char *const *)b + GIT_OID_HEXSZ + 1);
 }
 
-/* Writes the clone's packed-refs: src's branches as refs/remotes/origin/..., its tags as they are. */
+/* Writes the clone's packed-refs: src's branches as refs/remotes/origin/..., its tags as they are.
+ */
 static int write_clone_refs(git_repository *src, const char *gitdir)
 {
 	_cleanup_(git_reference_iterator_freep) git_reference_iterator *it = NULL;
@@ -679,8 +695,9 @@ static int write_clone_refs(git_repository *src, const char *gitdir)
 		if (git_reference_type(ref) == GIT_REFERENCE_DIRECT) {
 			git_oid_tostr(hex, sizeof hex, git_reference_target(ref));
 			if (starts_with(name, "refs/heads/"))
-				kiln_strv_push_owned(&lines, kiln_asprintf("%s refs/remotes/origin/%s", hex,
-									   name + strlen("refs/heads/")));
+				kiln_strv_push_owned(&lines,
+				                     kiln_asprintf("%s refs/remotes/origin/%s", hex,
+				                                   name + strlen("refs/heads/")));
 			else if (starts_with(name, "refs/tags/"))
 				kiln_strv_push_owned(&lines, kiln_asprintf("%s %s", hex, name));
 		}
@@ -707,7 +724,8 @@ static int write_clone_refs(git_repository *src, const char *gitdir)
  * hardlinked, branches as refs/remotes/origin/..., tags, origin/HEAD, remote "origin" set to
  * `origin_url`; nothing checked out and HEAD unborn.
  */
-static int local_clone(git_repository **out, git_repository *src, const char *origin_url, const char *dir)
+static int local_clone(git_repository **out, git_repository *src, const char *origin_url,
+                       const char *dir)
 {
 	_cleanup_(git_repository_freep) git_repository *repo = NULL;
 	git_repository_init_options io = GIT_REPOSITORY_INIT_OPTIONS_INIT;
@@ -716,12 +734,12 @@ static int local_clone(git_repository **out, git_repository *src, const char *or
 	if (r < 0)
 		return gerr(r, "git init %s", dir);
 	r = set_config(repo, "remote.origin.url", origin_url, "remote.origin.fetch",
-		       "+refs/heads/*:refs/remotes/origin/*", (const char *)NULL);
+	               "+refs/heads/*:refs/remotes/origin/*", (const char *)NULL);
 	if (r < 0)
 		return r;
 
-	_cleanup_free_ char *gitdir = kiln_strdup(git_repository_path(repo));     /* ends in '/' */
-	const char *common = git_repository_commondir(src);			     /* ends in '/' */
+	_cleanup_free_ char *gitdir = kiln_strdup(git_repository_path(repo)); /* ends in '/' */
+	const char *common = git_repository_commondir(src);                   /* ends in '/' */
 	_cleanup_free_ char *src_objects = kiln_asprintf("%sobjects", common);
 	_cleanup_free_ char *dst_objects = kiln_asprintf("%sobjects", gitdir);
 	bool can_link = true;
@@ -731,7 +749,8 @@ static int local_clone(git_repository **out, git_repository *src, const char *or
 	_cleanup_free_ char *shallow = kiln_asprintf("%sshallow", common);
 	_cleanup_free_ char *shallow_to = kiln_asprintf("%sshallow", gitdir);
 	struct stat st;
-	if (lstat(shallow, &st) == 0 && S_ISREG(st.st_mode) && (r = copy_file(shallow, shallow_to, 0644)) < 0)
+	if (lstat(shallow, &st) == 0 && S_ISREG(st.st_mode) &&
+	    (r = copy_file(shallow, shallow_to, 0644)) < 0)
 		return r;
 	if ((r = write_clone_refs(src, gitdir)) < 0)
 		return r;
@@ -743,14 +762,16 @@ static int local_clone(git_repository **out, git_repository *src, const char *or
 		return gerr(r, "open %s", dir);
 
 	_cleanup_(git_reference_freep) git_reference *head = NULL;
-	if (git_reference_lookup(&head, src, "HEAD") == 0 && git_reference_type(head) == GIT_REFERENCE_SYMBOLIC &&
+	if (git_reference_lookup(&head, src, "HEAD") == 0 &&
+	    git_reference_type(head) == GIT_REFERENCE_SYMBOLIC &&
 	    starts_with(git_reference_symbolic_target(head), "refs/heads/")) {
-		_cleanup_free_ char *target = kiln_asprintf(
-			"refs/remotes/origin/%s", git_reference_symbolic_target(head) + strlen("refs/heads/"));
+		_cleanup_free_ char *target =
+		    kiln_asprintf("refs/remotes/origin/%s",
+		                  git_reference_symbolic_target(head) + strlen("refs/heads/"));
 		_cleanup_(git_reference_freep) git_reference *origin_head = NULL;
-		if (ref_exists(repo, target) &&
-		    (r = git_reference_symbolic_create(&origin_head, repo, "refs/remotes/origin/HEAD", target, 1,
-						       "kiln: clone")) < 0)
+		if (ref_exists(repo, target) && (r = git_reference_symbolic_create(
+		                                     &origin_head, repo, "refs/remotes/origin/HEAD",
+		                                     target, 1, "kiln: clone")) < 0)
 			return gerr(r, "set origin/HEAD");
 	}
 	git_error_clear();
@@ -790,7 +811,8 @@ static int checkout_commit(git_repository *repo, const git_oid *oid, const char 
 	if (ref_exists(repo, upstream)) {
 		_cleanup_free_ char *k_remote = kiln_asprintf("branch.%s.remote", name);
 		_cleanup_free_ char *k_merge = kiln_asprintf("branch.%s.merge", name);
-		if ((r = set_config(repo, k_remote, "origin", k_merge, branch, (const char *)NULL)) < 0)
+		if ((r = set_config(repo, k_remote, "origin", k_merge, branch,
+		                    (const char *)NULL)) < 0)
 			return r;
 	}
 	r = git_repository_set_head(repo, branch);
@@ -830,7 +852,7 @@ static int branch_for_ref(git_repository *repo, const char *ref, char **out)
 }
 
 static int checkout_in(const char *mirror, const char *url, const git_oid *oid, const char *ref,
-		       const char *dir)
+                       const char *dir)
 {
 	char m[PATH_MAX];
 	if (!realpath(mirror, m))
@@ -860,7 +882,8 @@ static int checkout_in(const char *mirror, const char *url, const git_oid *oid, 
 	return checkout_commit(repo, oid, branch);
 }
 
-int kiln_git_checkout(const char *mirror, const char *url, const char *sha, const char *ref, const char *dir)
+int kiln_git_checkout(const char *mirror, const char *url, const char *sha, const char *ref,
+                      const char *dir)
 {
 	int r = kiln_git_init();
 	if (r < 0)
@@ -909,7 +932,8 @@ int kiln_git_full_ref(const char *repo_path, const char *ref, char **out)
 		return r;
 
 	_cleanup_(git_object_freep) git_object *obj = NULL;
-	if (is_hex(ref, GIT_OID_HEXSZ, GIT_OID_HEXSZ)) { /* a full sha wins over a ref of that name */
+	if (is_hex(ref, GIT_OID_HEXSZ,
+	           GIT_OID_HEXSZ)) { /* a full sha wins over a ref of that name */
 		if ((r = git_revparse_single(&obj, repo, ref)) < 0)
 			return gerr(r, "'%s'", ref);
 		return 0;
@@ -924,7 +948,7 @@ int kiln_git_full_ref(const char *repo_path, const char *ref, char **out)
 		return 0;
 	}
 	r = starts_with(ref, "refs/") ? git_reference_lookup(&found, repo, ref)
-				       : git_reference_dwim(&found, repo, ref);
+	                              : git_reference_dwim(&found, repo, ref);
 	if (r == 0) {
 		*out = kiln_strdup(git_reference_name(found));
 		return 0;
@@ -957,7 +981,8 @@ static char *clean_tree_path(const char *path)
 		p[--n] = '\0';
 	for (const char *s = p; *s;) {
 		size_t len = strcspn(s, "/");
-		if ((len == 2 && s[0] == '.' && s[1] == '.') || (len == 1 && s[0] == '.') || len == 0) {
+		if ((len == 2 && s[0] == '.' && s[1] == '.') || (len == 1 && s[0] == '.') ||
+		    len == 0) {
 			free(p);
 			return NULL;
 		}
@@ -979,8 +1004,8 @@ static int tree_at(git_repository *repo, const char *sha, git_tree **out)
 	return 0;
 }
 
-int kiln_git_read_file(const char *repo_path, const char *sha, const char *path, size_t max, char **out,
-		       size_t *len)
+int kiln_git_read_file(const char *repo_path, const char *sha, const char *path, size_t max,
+                       char **out, size_t *len)
 {
 	*out = NULL;
 	int r = kiln_git_init();
@@ -1013,7 +1038,8 @@ int kiln_git_read_file(const char *repo_path, const char *sha, const char *path,
 	    (r = git_odb_read_header(&size, &type, odb, git_tree_entry_id(e))) < 0)
 		return gerr(r, "%s at %s", p, sha);
 	if (size > max)
-		return kiln_err(EFBIG, "%s at %s: %zu bytes, more than the limit of %zu", p, sha, size, max);
+		return kiln_err(EFBIG, "%s at %s: %zu bytes, more than the limit of %zu", p, sha,
+		                size, max);
 
 	_cleanup_(git_blob_freep) git_blob *blob = NULL;
 	if ((r = git_blob_lookup(&blob, repo, git_tree_entry_id(e))) < 0)
@@ -1125,7 +1151,8 @@ static bool safe_rel(const char *rel)
 	return true;
 }
 
-/* Creates the parent directories of root/rel, replacing files or symlinks in the way (never following them). */
+/* Creates the parent directories of root/rel, replacing files or symlinks in the way (never
+ * following them). */
 static int ensure_parents(const char *root, const char *rel)
 {
 	kiln_buf b = {0};
@@ -1209,7 +1236,8 @@ static int sync_path(const char *workdir, const char *root, const char *rel_in)
 {
 	_cleanup_free_ char *rel = kiln_strdup(rel_in);
 	size_t n = strlen(rel);
-	bool as_dir = n > 0 && rel[n - 1] == '/'; /* an untracked directory reported whole (nested repo) */
+	bool as_dir =
+	    n > 0 && rel[n - 1] == '/'; /* an untracked directory reported whole (nested repo) */
 	while (n > 0 && rel[n - 1] == '/')
 		rel[--n] = '\0';
 	if (!safe_rel(rel))
@@ -1264,7 +1292,8 @@ static void push_unique(kiln_strv *paths, const char *p)
 		kiln_strv_push(paths, p);
 }
 
-/* Overlays every path git status reports for `src` (untracked included, ignored not) onto `root`. */
+/* Overlays every path git status reports for `src` (untracked included, ignored not) onto `root`.
+ */
 static int overlay_status(git_repository *src, const char *root)
 {
 	_cleanup_free_ char *workdir = kiln_strdup(git_repository_workdir(src));
@@ -1274,7 +1303,7 @@ static int overlay_status(git_repository *src, const char *root)
 	git_status_options so = GIT_STATUS_OPTIONS_INIT;
 	so.show = GIT_STATUS_SHOW_INDEX_AND_WORKDIR;
 	so.flags = GIT_STATUS_OPT_INCLUDE_UNTRACKED | GIT_STATUS_OPT_RECURSE_UNTRACKED_DIRS |
-		   GIT_STATUS_OPT_EXCLUDE_SUBMODULES;
+	           GIT_STATUS_OPT_EXCLUDE_SUBMODULES;
 	_cleanup_(git_status_list_freep) git_status_list *list = NULL;
 	int r = git_status_list_new(&list, src, &so);
 	if (r < 0)
@@ -1330,7 +1359,8 @@ static int snapshot_in(git_repository *src, const char *dir)
 			origin[--n] = '\0';
 		if ((r = local_clone(&dst, src, origin, dir)) < 0)
 			return r;
-		const char *branch = git_reference_is_branch(head) ? git_reference_name(head) : NULL;
+		const char *branch =
+		    git_reference_is_branch(head) ? git_reference_name(head) : NULL;
 		if ((r = checkout_commit(dst, git_object_id(commit), branch)) < 0)
 			return r;
 	}

@@ -410,3 +410,39 @@ int kiln_parse_size(const char *s, uint64_t *out)
 	*out = (uint64_t)v << shift;
 	return 0;
 }
+
+static const char *log_ident = "kiln";
+static int log_max = KILN_LOG_INFO;
+
+void kiln_log_setup(const char *ident, int max_level)
+{
+	log_ident = ident;
+	log_max = max_level;
+}
+
+void kiln_log(int prio, const char *fmt, ...)
+{
+	if (prio > log_max)
+		return;
+	char line[2048];
+	int n = snprintf(line, sizeof line, "<%d>%s: ", prio, log_ident);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+	va_end(ap);
+	strcat(line, "\n");
+	fputs(line, stderr);
+}
+
+int kiln_log_level_parse(const char *s, int *out)
+{
+	static const char *const names[] = {"emerg", "alert", "crit", "err",
+					    "warning", "notice", "info", "debug"};
+	for (int i = 0; i < 8; i++) {
+		if (strcmp(s, names[i]) == 0) {
+			*out = i;
+			return 0;
+		}
+	}
+	return kiln_err(EINVAL, "bad log level '%s' (err, warning, notice, info, debug)", s);
+}

@@ -82,6 +82,15 @@ void kiln_sha256_hex(const void *data, size_t len, char out[65]);
 /* Random hex token of `bytes` random bytes (2*bytes+1 chars). */
 int kiln_random_hex(size_t bytes, char *out);
 
+/* Log priorities, as syslog and journald number them. */
+enum { KILN_LOG_ERR = 3, KILN_LOG_WARNING = 4, KILN_LOG_NOTICE = 5, KILN_LOG_INFO = 6, KILN_LOG_DEBUG = 7 };
+/* Sets the name that prefixes log lines and the most verbose priority written. */
+void kiln_log_setup(const char *ident, int max_level);
+/* Writes "<prio>ident: message" to stderr, one line, if prio is within the level. */
+void kiln_log(int prio, const char *fmt, ...) KILN_PRINTF(2, 3);
+/* Parses "err", "warning", "notice", "info", "debug"; -EINVAL otherwise. */
+int kiln_log_level_parse(const char *s, int *out);
+
 /* Parses a duration: "250ms", "15s", "2m", "1h", or bare seconds; -EINVAL if malformed. */
 int kiln_parse_duration_ms(const char *s, int64_t *out);
 /* Parses a size: "512", "64K", "4M", "1G" (powers of 1024, optional "iB"/"B"); -EINVAL if malformed. */

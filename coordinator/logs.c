@@ -182,7 +182,7 @@ logfile *coord_log(coord *c, uint64_t id, uint32_t attempt)
 							    (unsigned long long)id);
 	logfile *f;
 	if (logfile_open(path, &f) < 0) {
-		fprintf(stderr, "<3>kiln-coordinator: %s\n", kiln_errmsg());
+		kiln_log(3, "%s", kiln_errmsg());
 		return NULL;
 	}
 	open_log *l = kiln_calloc(1, sizeof *l);

@@ -30,6 +30,7 @@ static void usage(FILE *f)
 	      "  --poll-timeout DUR  how long an agent's poll is held (default 25s)\n"
 	      "  --lost-after DUR    an agent silent this long is lost (default 15s)\n"
 	      "  --retries N         retries of a job whose agent was lost (default 1)\n"
+	      "  --log-level LEVEL   err, warning, notice, info (default) or debug\n"
 	      "  -h, --help          show this help\n"
 	      "  -V, --version       show the version\n",
 	      f);
@@ -95,13 +96,14 @@ int main(int argc, char **argv)
 		{"poll-timeout", required_argument, NULL, 'p'},
 		{"lost-after", required_argument, NULL, 'L'},
 		{"retries", required_argument, NULL, 'r'},
+		{"log-level", required_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{0},
 	};
 	settings s = {0};
 	const char *config = NULL;
-	int ch;
+	int ch, log_level = KILN_LOG_INFO;
 	while ((ch = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'l': s.listen = kiln_strdup(optarg); break;
@@ -111,6 +113,12 @@ int main(int argc, char **argv)
 		case 'p': s.poll_timeout = kiln_strdup(optarg); break;
 		case 'L': s.lost_after = kiln_strdup(optarg); break;
 		case 'r': s.retries = kiln_strdup(optarg); break;
+		case 'v':
+			if (kiln_log_level_parse(optarg, &log_level) < 0) {
+				fprintf(stderr, "%s: %s\n", argv[0], kiln_errmsg());
+				return 2;
+			}
+			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("kiln-coordinator %s\n", KILN_VERSION); return 0;
 		default: usage(stderr); return 2;
@@ -160,6 +168,7 @@ int main(int argc, char **argv)
 	}
 
 	/* signals are taken by sigwait below; every thread starts with them blocked */
+	kiln_log_setup("kiln-coordinator", log_level);
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -170,15 +179,15 @@ int main(int argc, char **argv)
 
 	coord *c = NULL;
 	if (coord_start(&cfg, &c) < 0) {
-		fprintf(stderr, "<3>kiln-coordinator: %s\n", kiln_errmsg());
+		kiln_log(3, "%s", kiln_errmsg());
 		return 1;
 	}
 	if (write_endpoints(c, cfg.data_dir) < 0) {
-		fprintf(stderr, "<3>kiln-coordinator: %s\n", kiln_errmsg());
+		kiln_log(3, "%s", kiln_errmsg());
 		coord_free(c);
 		return 1;
 	}
-	fprintf(stderr, "<6>kiln-coordinator: ready: bus %s, http %s, data %s\n", coord_bus_url(c),
+	kiln_log(6, "ready: bus %s, http %s, data %s", coord_bus_url(c),
 		coord_http_url(c) ? coord_http_url(c) : "-", cfg.data_dir);
 	sd_notify(0, "READY=1");
 
@@ -188,7 +197,7 @@ int main(int argc, char **argv)
 			continue;
 		if (sig == SIGHUP)
 			continue; /* nothing reloads live yet */
-		fprintf(stderr, "<6>kiln-coordinator: signal %d: shutting down\n", sig);
+		kiln_log(6, "signal %d: shutting down", sig);
 		break;
 	}
 	sd_notify(0, "STOPPING=1");

@@ -58,7 +58,7 @@ static char *step_display_name(const kiln_step *s)
 	if (s->uses && *s->uses)
 		return kiln_asprintf("Run %s", s->uses);
 	const char *run = s->run ? s->run : "";
-	size_t n = strcspn(run, "\n");
+	size_t n = strcspn(run, "");
 	return kiln_asprintf("Run %.*s", (int)(n > 80 ? 80 : n), run);
 }
 
@@ -367,7 +367,7 @@ static void write_runs(coord *c, void *arg)
 		store_commit(c);
 		json_t *out = json_array();
 		for (size_t k = 0; k < n; k++) {
-			fprintf(stderr, "<6>kiln-coordinator: run %llu created for %s at %s\n",
+			kiln_log(6, "run %llu created for %s at %s",
 				(unsigned long long)ids[k], p->repo, p->sha ? p->sha : "");
 			sched_advance_run(c, ids[k]);
 			sqlite3_stmt *st = store_q(c, "SELECT id, number, state FROM runs WHERE id = ?",

@@ -334,7 +334,7 @@ static void handle_register(coord *c, bus_ctx *ctx, Kiln__Register *reg)
 		" last_seen_ms = excluded.last_seen_ms",
 		"tttittii", a->id, a->name, labels, (int64_t)a->capacity, a->session_digest,
 		reg->version ? reg->version : "", a->last_seen_ms, a->last_seen_ms);
-	fprintf(stderr, "<6>kiln-coordinator: agent %s registered as %s (capacity %u)\n", a->name,
+	kiln_log(6, "agent %s registered as %s (capacity %u)", a->name,
 		a->id, a->capacity);
 
 	Kiln__RegisterReply rr = KILN__REGISTER_REPLY__INIT;
@@ -420,7 +420,7 @@ static void handle_job_update(coord *c, coord_agent *a, bus_ctx *ctx, Kiln__JobU
 			"titi", *concl ? concl : "failure",
 			u->finished_ms ? u->finished_ms : kiln_now_ms(), u->message ? u->message : "",
 			(int64_t)u->job_id);
-		fprintf(stderr, "<6>kiln-coordinator: run %llu job %llu attempt %u: %s\n",
+		kiln_log(6, "run %llu job %llu attempt %u: %s",
 			(unsigned long long)run_id, (unsigned long long)u->job_id, attempt,
 			*concl ? concl : "failure");
 		coord_log_close(c, u->job_id, attempt);
@@ -637,7 +637,7 @@ void sched_advance_run(coord *c, uint64_t run_id)
 			"UPDATE runs SET state = 'completed', conclusion = ?, finished_ms = ?"
 			" WHERE id = ? AND state != 'completed'",
 			"tii", concl, now, (int64_t)run_id);
-		fprintf(stderr, "<6>kiln-coordinator: run %llu completed: %s\n",
+		kiln_log(6, "run %llu completed: %s",
 			(unsigned long long)run_id, concl);
 	}
 	store_commit(c);
@@ -659,7 +659,7 @@ void sched_advance_run(coord *c, uint64_t run_id)
 static void agent_lost(coord *c, coord_agent *a)
 {
 	a->lost = true;
-	fprintf(stderr, "<4>kiln-coordinator: agent %s (%s) lost\n", a->name, a->id);
+	kiln_log(4, "agent %s (%s) lost", a->name, a->id);
 	int64_t now = kiln_now_ms();
 	uint64_t runs[64];
 	size_t nruns = 0;
@@ -687,7 +687,7 @@ static void agent_lost(coord *c, coord_agent *a)
 				" retries_left = retries_left - 1, agent_id = NULL,"
 				" message = 'agent lost; retried' WHERE id = ?",
 				"ii", now, jobs[i].id);
-			fprintf(stderr, "<4>kiln-coordinator: run %lld job %lld: agent lost, retrying\n",
+			kiln_log(4, "run %lld job %lld: agent lost, retrying",
 				(long long)jobs[i].run, (long long)jobs[i].id);
 		} else {
 			store_x(c,

@@ -87,7 +87,7 @@ static sqlite3_stmt *prepare(coord *c, const char *sql)
 	sqlite3_stmt *st = NULL;
 	if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
 		/* a bad statement is a bug in kiln, not in the input */
-		fprintf(stderr, "<2>kiln-coordinator: sql: %s: %s\n", sqlite3_errmsg(c->db), sql);
+		kiln_log(2, "sql: %s: %s", sqlite3_errmsg(c->db), sql);
 		abort();
 	}
 	struct stmt_cache *s = kiln_malloc(sizeof *s);
@@ -145,7 +145,7 @@ int store_x(coord *c, const char *sql, const char *types, ...)
 	while ((r = sqlite3_step(st)) == SQLITE_ROW)
 		;
 	if (r != SQLITE_DONE)
-		fprintf(stderr, "<3>kiln-coordinator: sql: %s\n", sqlite3_errmsg(c->db));
+		kiln_log(3, "sql: %s", sqlite3_errmsg(c->db));
 	sqlite3_reset(st);
 	return r;
 }

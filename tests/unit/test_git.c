@@ -1,6 +1,6 @@
 /*
  * test_git — builds real repositories in a temporary directory with the git
- * command line (spawned, never through a shell), then checks kiln's mirrors,
+ * command line (posix_spawnp, never system()), then checks kiln's mirrors,
  * checkouts, reads, ref resolution and working-tree snapshots against them.
  * Everything is local: no remote host is ever contacted.
  */
@@ -22,15 +22,18 @@ extern char **environ;
 
 static char *root; /* the temporary directory everything lives in */
 
-/* Runs argv (found on PATH); with `out`, captures stdout (trailing newline trimmed). Returns the exit code. */
+/* Runs argv (found on PATH); with `out`, captures stdout (trailing newline trimmed). Returns the
+ * exit code. */
 static int spawn(const char *const argv[], char **out)
 {
 	int pfd[2] = {-1, -1};
 	posix_spawn_file_actions_t fa;
 	posix_spawn_file_actions_init(&fa);
 	if (out) {
-		if (pipe2(pfd, O_CLOEXEC) < 0)
+		if (pipe2(pfd, O_CLOEXEC) < 0) {
+			posix_spawn_file_actions_destroy(&fa);
 			return -1;
+		}
 		posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
 	} else {
 		posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
@@ -65,7 +68,6 @@ static int spawn(const char *const argv[], char **out)
 }
 
 #define GIT(dir, ...) spawn((const char *const[]){"git", "-C", (dir), __VA_ARGS__, NULL}, NULL)
-#define GIT_OUT(out, dir, ...) spawn((const char *const[]){"git", "-C", (dir), __VA_ARGS__, NULL}, (out))
 
 static char *path_of(const char *a, const char *b)
 {
@@ -131,13 +133,14 @@ static void check_get(const char *dir, const char *rel, const char *want)
 
 /* ---- the upstream repository ------------------------------------------- */
 
-static char *up;	      /* upstream repository (non-bare) */
+static char *up;                    /* upstream repository (non-bare) */
 static char c1[41], f1[41], c2[41]; /* main: c1 (tag v1) - c2; feature: c1 - f1 */
 
 static void make_upstream(void)
 {
 	up = path_of(root, "up");
-	CHECK_INT(spawn((const char *const[]){"git", "init", "-q", "-b", "main", up, NULL}, NULL), 0);
+	CHECK_INT(spawn((const char *const[]){"git", "init", "-q", "-b", "main", up, NULL}, NULL),
+	          0);
 	put(up, "a.txt", "v1\n");
 	put(up, "dir/b.txt", "b\n");
 	put(up, "dir/c.txt", "c\n");
@@ -255,18 +258,19 @@ static void test_mirror(void)
 
 	/* A commit that is nowhere upstream, and a malformed sha. */
 	_cleanup_free_ char *m5 = NULL;
-	CHECK_INT(kiln_git_mirror_for(mirrors, up, "0123456789abcdef0123456789abcdef01234567", &m5), -ENOENT);
+	CHECK_INT(kiln_git_mirror_for(mirrors, up, "0123456789abcdef0123456789abcdef01234567", &m5),
+	          -ENOENT);
 	CHECK(m5 == NULL);
 	CHECK_INT(kiln_git_mirror_for(mirrors, up, "abc123", &m5), -EINVAL);
 	CHECK_INT(kiln_git_mirror(mirrors, "/nonexistent/repo", &m5), -EIO);
 	CHECK(kiln_git_mirror(mirrors, "file://user:s3cret@/nonexistent/repo", &m5) < 0);
-	fprintf(stderr, "DEBUG %s\n", kiln_errmsg());
 	CHECK(strstr(kiln_errmsg(), "s3cret") == NULL);
 	CHECK(m5 == NULL);
 
 	/* HEAD follows the source's default branch when it is not main. */
 	_cleanup_free_ char *up2 = path_of(root, "up2");
-	CHECK_INT(spawn((const char *const[]){"git", "init", "-q", "-b", "trunk", up2, NULL}, NULL), 0);
+	CHECK_INT(spawn((const char *const[]){"git", "init", "-q", "-b", "trunk", up2, NULL}, NULL),
+	          0);
 	put(up2, "t.txt", "t\n");
 	CHECK_INT(GIT(up2, "add", "-A"), 0);
 	CHECK_INT(GIT(up2, "commit", "-q", "-m", "t"), 0);
@@ -280,10 +284,10 @@ static void test_mirror(void)
 
 	/* Only the two mirrors remain besides lock files: nothing half-made. */
 	_cleanup_free_ char *ls = NULL;
-	CHECK_INT(spawn((const char *const[]){"sh", "-c", "ls \"$0\" | grep -v '[.]lock$' | wc -l", mirrors,
-					      NULL},
-			&ls),
-		  0);
+	CHECK_INT(spawn((const char *const[]){"sh", "-c", "ls \"$0\" | grep -v '[.]lock$' | wc -l",
+	                                      mirrors, NULL},
+	                &ls),
+	          0);
 	CHECK_STR(ls, "2");
 }
 
@@ -306,9 +310,11 @@ static void test_read(void)
 	CHECK_INT(kiln_git_read_file(mirror, c1, "a.txt", 2, &s, &len), -EFBIG);
 	CHECK(s == NULL);
 	CHECK_INT(kiln_git_read_file(mirror, c1, "../etc/passwd", 1024, &s, &len), -EINVAL);
-	CHECK_INT(kiln_git_read_file(mirror, "0123456789abcdef0123456789abcdef01234567", "a.txt", 1024, &s, &len),
-		  -ENOENT);
-	CHECK_INT(kiln_git_read_file(mirror, c4, "a.txt", 3, &s, &len), 0); /* exactly at the limit */
+	CHECK_INT(kiln_git_read_file(mirror, "0123456789abcdef0123456789abcdef01234567", "a.txt",
+	                             1024, &s, &len),
+	          -ENOENT);
+	CHECK_INT(kiln_git_read_file(mirror, c4, "a.txt", 3, &s, &len),
+	          0); /* exactly at the limit */
 	CHECK_STR(s, "v4\n");
 	free(s);
 
@@ -392,17 +398,22 @@ static void test_checkout(void)
 	CHECK_INT(GIT(co1, "fsck", "--no-progress", "--no-dangling"), 0);
 	/* Objects are hardlinked to the mirror's, not copied. */
 	_cleanup_free_ char *links = NULL;
-	CHECK_INT(spawn((const char *const[]){"sh", "-c", "stat -c %h \"$0\"/.git/objects/pack/*.pack | sort -n | head -1",
-					      co1, NULL},
-			&links),
-		  0);
+	CHECK_INT(
+	    spawn(
+	        (const char *const[]){
+	            "sh", "-c", "stat -c %h \"$0\"/.git/objects/pack/*.pack | sort -n | head -1",
+	            co1, NULL},
+	        &links),
+	    0);
 	CHECK(links && strtol(links, NULL, 10) >= 2);
 	CHECK_INT(GIT(co1, "fetch", "-q"), 0); /* origin is usable by hand */
 	_cleanup_free_ char *origin = git_out(co1, "remote", "get-url", "origin");
 	CHECK_STR(origin, up);
-	_cleanup_free_ char *branches = git_out(co1, "for-each-ref", "--format=%(refname)", "refs/heads/");
+	_cleanup_free_ char *branches =
+	    git_out(co1, "for-each-ref", "--format=%(refname)", "refs/heads/");
 	CHECK_STR(branches, "refs/heads/main");
-	_cleanup_free_ char *upstream = git_out(co1, "rev-parse", "--abbrev-ref", "main@{upstream}");
+	_cleanup_free_ char *upstream =
+	    git_out(co1, "rev-parse", "--abbrev-ref", "main@{upstream}");
 	CHECK_STR(upstream, "origin/main");
 	_cleanup_free_ char *remote_main = git_out(co1, "rev-parse", "origin/main", NULL);
 	CHECK_STR(remote_main, c4);
@@ -416,14 +427,16 @@ static void test_checkout(void)
 	CHECK_INT(kiln_git_head(co2, sha, &ref), 0);
 	CHECK_STR(sha, c2);
 	CHECK(ref == NULL);
-	_cleanup_free_ char *branches2 = git_out(co2, "for-each-ref", "--format=%(refname)", "refs/heads/");
+	_cleanup_free_ char *branches2 =
+	    git_out(co2, "for-each-ref", "--format=%(refname)", "refs/heads/");
 	CHECK_STR(branches2, "");
 	_cleanup_free_ char *desc = git_out(co2, "describe", "--tags", "--abbrev=0");
 	CHECK_STR(desc, "v1");
 	_cleanup_free_ char *st2 = git_out(co2, "status", "--porcelain", NULL);
 	CHECK_STR(st2, "");
 
-	/* A tag ref stays detached; a bare branch name makes the branch; an existing empty dir is fine. */
+	/* A tag ref stays detached; a bare branch name makes the branch; an existing empty dir is
+	 * fine. */
 	_cleanup_free_ char *co3 = path_of(root, "co3");
 	CHECK_INT(kiln_git_checkout(mirror, up, c1, "v1", co3), 0);
 	CHECK_INT(kiln_git_head(co3, sha, &ref), 0);
@@ -438,11 +451,14 @@ static void test_checkout(void)
 	ref = NULL;
 	check_get(co4, "feature.txt", "feature\n");
 
-	/* A non-empty directory is refused and left alone; a failed checkout leaves no directory. */
+	/* A non-empty directory is refused and left alone; a failed checkout leaves no directory.
+	 */
 	CHECK_INT(kiln_git_checkout(mirror, up, c1, NULL, co1), -ENOTEMPTY);
 	check_get(co1, "a.txt", "v1\n");
 	_cleanup_free_ char *co5 = path_of(root, "co5");
-	CHECK_INT(kiln_git_checkout(mirror, up, "0123456789abcdef0123456789abcdef01234567", NULL, co5), -ENOENT);
+	CHECK_INT(
+	    kiln_git_checkout(mirror, up, "0123456789abcdef0123456789abcdef01234567", NULL, co5),
+	    -ENOENT);
 	CHECK(!exists(root, "co5"));
 	CHECK_INT(kiln_git_checkout(mirror, up, "main", NULL, co5), -EINVAL);
 }
@@ -458,23 +474,23 @@ static void test_snapshot(void)
 	char base[41];
 	head_sha(work, base);
 
-	put(work, "a.txt", "modified\n");		 /* tracked, modified */
-	put(work, "new.txt", "new\n");			 /* untracked */
-	put(work, "u/deep/x.txt", "x\n");		 /* untracked directory */
-	put(work, "out.log", "ignored\n");		 /* ignored */
-	put(work, "build/y.txt", "ignored\n");		 /* ignored directory */
-	put(work, "staged.txt", "staged\n");		 /* new and staged */
+	put(work, "a.txt", "modified\n");      /* tracked, modified */
+	put(work, "new.txt", "new\n");         /* untracked */
+	put(work, "u/deep/x.txt", "x\n");      /* untracked directory */
+	put(work, "out.log", "ignored\n");     /* ignored */
+	put(work, "build/y.txt", "ignored\n"); /* ignored directory */
+	put(work, "staged.txt", "staged\n");   /* new and staged */
 	CHECK_INT(GIT(work, "add", "staged.txt"), 0);
 	_cleanup_free_ char *b = path_of(work, "dir/b.txt");
-	CHECK_INT(unlink(b), 0);			 /* deleted, not staged */
+	CHECK_INT(unlink(b), 0);                              /* deleted, not staged */
 	CHECK_INT(GIT(work, "rm", "-q", "dir/sub/d.txt"), 0); /* deleted and staged */
 	_cleanup_free_ char *e = path_of(work, "e.txt");
-	CHECK_INT(chmod(e, 0755), 0);			 /* mode change */
+	CHECK_INT(chmod(e, 0755), 0); /* mode change */
 	_cleanup_free_ char *link = path_of(work, "link");
 	CHECK_INT(unlink(link), 0);
-	put(work, "link", "now a file\n");		 /* symlink became a file */
+	put(work, "link", "now a file\n"); /* symlink became a file */
 	_cleanup_free_ char *nl = path_of(work, "newlink");
-	CHECK_INT(symlink("new.txt", nl), 0);		 /* untracked symlink */
+	CHECK_INT(symlink("new.txt", nl), 0); /* untracked symlink */
 	/* A tracked directory replaced by a symlink to a directory outside: nothing may be
 	   deleted or written through it. */
 	_cleanup_free_ char *outside = path_of(root, "outside");
@@ -520,7 +536,8 @@ static void test_snapshot(void)
 
 	/* A repository with no commit yet. */
 	_cleanup_free_ char *fresh = path_of(root, "fresh");
-	CHECK_INT(spawn((const char *const[]){"git", "init", "-q", "-b", "trunk", fresh, NULL}, NULL), 0);
+	CHECK_INT(
+	    spawn((const char *const[]){"git", "init", "-q", "-b", "trunk", fresh, NULL}, NULL), 0);
 	put(fresh, "f.txt", "f\n");
 	put(fresh, "sub/g.txt", "g\n");
 	put(fresh, ".gitignore", "*.tmp\n");
