@@ -794,3 +794,22 @@ const char *kiln_env_get(const kiln_env *env, const char *key)
 			v = env->v[i].value;
 	return v;
 }
+
+bool kiln_workflow_triggers(const kiln_workflow *wf, const char *event)
+{
+	const kiln_ynode *on = wf->on;
+	if (!on)
+		return true;
+	switch (on->kind) {
+	case KILN_YNODE_SCALAR:
+		return strcmp(on->str, event) == 0;
+	case KILN_YNODE_SEQUENCE:
+		for (size_t i = 0; i < on->nitems; i++)
+			if (on->items[i]->kind == KILN_YNODE_SCALAR && strcmp(on->items[i]->str, event) == 0)
+				return true;
+		return false;
+	case KILN_YNODE_MAPPING:
+		return kiln_ynode_get_key(on, event) != NULL;
+	}
+	return false;
+}

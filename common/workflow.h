@@ -84,6 +84,8 @@ int kiln_workflow_parse_limits(const char *file, const char *text, size_t len,
 void kiln_workflow_free(kiln_workflow *wf);
 /* For _cleanup_(kiln_workflow_freep). */
 void kiln_workflow_freep(kiln_workflow **wf);
+/* Whether `on:` names the event (a string, a list, or a mapping key); no `on:` counts as yes. */
+bool kiln_workflow_triggers(const kiln_workflow *wf, const char *event);
 /* The job with this id, or NULL. */
 const kiln_job *kiln_workflow_job(const kiln_workflow *wf, const char *id);
 /* Fills order[] (njobs entries, indexes into wf->jobs) so each job comes after its needs. */

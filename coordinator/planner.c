@@ -111,12 +111,19 @@ static void mark_needed(const kiln_workflow *wf, const char *id, bool *keep)
 	}
 }
 
-static int plan_workflow(plan *p, const char *path, const char *text, size_t len, const char *job)
+/* Plans one workflow file; one that the event does not trigger is skipped, unless it was
+   asked for by name (as a manual dispatch would). */
+static int plan_workflow(plan *p, const char *path, const char *text, size_t len, const char *job,
+			 bool named)
 {
 	kiln_workflow *wf = NULL;
 	int r = kiln_workflow_parse(path, text, len, &wf);
 	if (r < 0)
 		return r;
+	if (!named && !kiln_workflow_triggers(wf, p->event)) {
+		kiln_workflow_free(wf);
+		return 0;
+	}
 	bool *keep = kiln_calloc(wf->njobs ? wf->njobs : 1, sizeof *keep);
 	if (job)
 		mark_needed(wf, job, keep);
@@ -199,7 +206,7 @@ static int plan_from_git(plan *p, const char *want, const char *job)
 			_cleanup_free_ char *text = NULL;
 			size_t len = 0;
 			if (kiln_git_read_file(mirror, sha, path, MAX_WORKFLOW_BYTES, &text, &len) < 0 ||
-			    plan_workflow(p, path, text, len, job) < 0) {
+			    plan_workflow(p, path, text, len, job, want && *want) < 0) {
 				kiln_strv_free(&names);
 				return plan_fail(p, 422, kiln_errmsg());
 			}
@@ -230,7 +237,7 @@ static int plan_from_files(plan *p, json_t *files, const char *want, const char 
 			return plan_fail(p, 413, "workflow file too large");
 		found++;
 		if (plan_workflow(p, path, json_string_value(content), json_string_length(content),
-				  job) < 0)
+				  job, want && *want) < 0)
 			return plan_fail(p, 422, kiln_errmsg());
 	}
 	if (!found)
@@ -250,8 +257,12 @@ static void *plan_main(void *arg)
 	p->runs = json_array();
 	p->status = 201;
 	int r = files ? plan_from_files(p, files, want, job) : plan_from_git(p, want, job);
-	if (r == 0 && json_array_size(p->runs) == 0)
-		plan_fail(p, 422, job ? "no such job" : "no jobs");
+	if (r == 0 && json_array_size(p->runs) == 0) {
+		_cleanup_free_ char *msg =
+			job ? kiln_asprintf("no job '%s' in a workflow that '%s' triggers", job, p->event)
+			    : kiln_asprintf("no workflow is triggered by '%s'", p->event);
+		plan_fail(p, 422, msg);
+	}
 	core_post(p->c, write_runs, p);
 	return NULL;
 }
