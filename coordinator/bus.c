@@ -46,12 +46,14 @@ static void on_core(coord *c, void *arg)
 	bus_event *ev = arg;
 	sched_request(c, ev->ctx, ev->req);
 	kiln__request__free_unpacked(ev->req, NULL);
+	free(ev);
 }
 
 static void pipe_gone_on_core(coord *c, void *arg)
 {
 	uint32_t *pipe = arg;
 	sched_pipe_gone(c, *pipe);
+	free(pipe);
 }
 
 static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)

@@ -235,6 +235,7 @@ static void api_on_core(coord *c, void *arg)
 	free(a->path);
 	free(a->query);
 	free(a->body);
+	free(a);
 }
 
 void coord_api(coord *c, const char *method, const char *path, const char *query,

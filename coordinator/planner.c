@@ -70,8 +70,9 @@ static json_t *str_or_empty(const char *s)
 /* The job's spec, as sent to agents: env layered workflow then job, steps, defaults. */
 static json_t *job_json(const kiln_workflow *wf, const kiln_job *j)
 {
-	json_t *env = env_json(&wf->env);
-	json_array_extend(env, env_json(&j->env));
+	json_t *env = env_json(&wf->env), *job_env = env_json(&j->env);
+	json_array_extend(env, job_env);
+	json_decref(job_env);
 	json_t *steps = json_array(), *names = json_array();
 	for (size_t i = 0; i < j->nsteps; i++) {
 		const kiln_step *s = &j->steps[i];
