@@ -63,6 +63,21 @@ static int load_config(const char *path, settings *s)
 		kiln_ynode_free(root);
 		return kiln_err(EINVAL, "%s: expected a mapping of settings", path);
 	}
+	static const char *const known[] = {"listen",	  "http",	      "data",
+					    "poll_timeout", "agent_lost_after", "retries",
+					    "max_message",  "max_log_bytes"};
+	for (size_t i = 0; i < root->npairs; i++) {
+		const kiln_ynode *k = root->pairs[i].key;
+		bool ok = false;
+		for (size_t j = 0; j < KILN_ARRAY_SIZE(known) && !ok; j++)
+			ok = k->kind == KILN_YNODE_SCALAR && strcmp(k->str, known[j]) == 0;
+		if (!ok) {
+			r = kiln_ynode_err(path, k, EINVAL, "unknown setting '%s'",
+					   k->kind == KILN_YNODE_SCALAR ? k->str : "?");
+			kiln_ynode_free(root);
+			return r;
+		}
+	}
 	set_from(&s->listen, root, "listen");
 	set_from(&s->http, root, "http");
 	set_from(&s->data, root, "data");
