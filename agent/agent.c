@@ -210,6 +210,16 @@ static void start_job(agent *a, Kiln__JobAssignment *ja)
 	j->spec = ja;
 	j->base_seq = j->next_seq = 1;
 	agent_cancel_new(&j->cancel);
+	_cleanup_free_ char *spool = kiln_asprintf("%s/spool/%llu-%u.log", a->work_dir,
+						   (unsigned long long)j->job_id, j->attempt);
+	if (agent_spool_open(spool, &j->spool) < 0) {
+		kiln_log(KILN_LOG_ERR, "run %llu job %llu: %s", (unsigned long long)j->run_id,
+			 (unsigned long long)j->job_id, kiln_errmsg());
+		agent_cancel_free(j->cancel);
+		kiln__job_assignment__free_unpacked(ja, NULL);
+		free(j);
+		return; /* not started: the coordinator retries it when it finds us not running it */
+	}
 	pthread_mutex_lock(&a->mu);
 	j->next = a->jobs;
 	a->jobs = j;
@@ -295,17 +305,9 @@ void agent_job_line(agent_job *j, int stream, int32_t step, int64_t ts_ms, const
 {
 	agent *a = j->a;
 	pthread_mutex_lock(&a->mu);
-	if (j->nlines == j->caplines) {
-		j->caplines = j->caplines ? j->caplines * 2 : 256;
-		j->lines = kiln_realloc(j->lines, j->caplines * sizeof *j->lines);
-	}
-	out_line *l = &j->lines[j->nlines++];
-	l->ts_ms = ts_ms;
-	l->stream = stream;
-	l->step = step;
-	l->text = strndup(text, len);
+	if (!j->dropped && agent_spool_append(j->spool, ts_ms, stream, step, text, len) < 0)
+		kiln_log(KILN_LOG_ERR, "job %llu: %s", (unsigned long long)j->job_id, kiln_errmsg());
 	j->next_seq++;
-	j->pending_bytes += len;
 	pthread_cond_broadcast(&a->cv);
 	pthread_mutex_unlock(&a->mu);
 }
@@ -340,38 +342,60 @@ void agent_job_update(agent_job *j, int32_t step, Kiln__JobState state, Kiln__Co
 	pthread_mutex_unlock(&a->mu);
 }
 
+typedef struct batch {
+	Kiln__LogLine *ll;
+	size_t n, cap;
+} batch;
+
+static void batch_add(void *arg, int64_t ts_ms, int stream, int32_t step, const char *text,
+		      size_t len)
+{
+	batch *b = arg;
+	if (b->n == b->cap) {
+		b->cap = b->cap ? b->cap * 2 : 64;
+		b->ll = kiln_realloc(b->ll, b->cap * sizeof *b->ll);
+	}
+	Kiln__LogLine *l = &b->ll[b->n++];
+	kiln__log_line__init(l);
+	l->ts_ms = ts_ms;
+	l->stream = stream;
+	l->step_index = step;
+	l->text = strndup(text, len);
+}
+
 /* Sends one batch of j's lines; a->mu held on entry and exit, released while sending. */
 static int ship_lines(agent *a, agent_job *j)
 {
-	size_t n = 0, bytes = 0;
-	while (n < j->nlines && n < BATCH_LINES && bytes < BATCH_BYTES)
-		bytes += strlen(j->lines[n++].text) + 16;
-	Kiln__LogLine *ll = kiln_calloc(n, sizeof *ll);
-	Kiln__LogLine **llp = kiln_calloc(n, sizeof *llp);
-	for (size_t i = 0; i < n; i++) {
-		kiln__log_line__init(&ll[i]);
-		ll[i].ts_ms = j->lines[i].ts_ms;
-		ll[i].stream = j->lines[i].stream;
-		ll[i].step_index = j->lines[i].step;
-		ll[i].text = kiln_strdup(j->lines[i].text);
-		llp[i] = &ll[i];
+	batch b = {0};
+	int r = agent_spool_peek(j->spool, BATCH_LINES, BATCH_BYTES, batch_add, &b);
+	if (r <= 0) {
+		free(b.ll);
+		if (r < 0) {
+			kiln_log(KILN_LOG_ERR, "job %llu: %s", (unsigned long long)j->job_id,
+				 kiln_errmsg());
+			agent_spool_clear(j->spool); /* unreadable: never retry it forever */
+		}
+		return r;
 	}
+	Kiln__LogLine **llp = kiln_calloc(b.n, sizeof *llp);
+	for (size_t i = 0; i < b.n; i++)
+		llp[i] = &b.ll[i];
 	Kiln__LogAppend la = KILN__LOG_APPEND__INIT;
 	la.job_id = j->job_id;
 	la.attempt = j->attempt;
 	la.first_seq = j->base_seq;
 	la.lines = llp;
-	la.n_lines = n;
+	la.n_lines = b.n;
 	pthread_mutex_unlock(&a->mu);
 
 	Kiln__Request req = KILN__REQUEST__INIT;
 	req.body_case = KILN__REQUEST__BODY_LOG_APPEND;
 	req.log_append = &la;
 	Kiln__Response *resp = NULL;
-	int r = agent_call(a, &req, CALL_TIMEOUT_MS, &resp);
-	for (size_t i = 0; i < n; i++)
-		free(ll[i].text);
-	free(ll);
+	r = agent_call(a, &req, CALL_TIMEOUT_MS, &resp);
+	for (size_t i = 0; i < b.n; i++)
+		free(b.ll[i].text);
+	free(b.ll);
 	free(llp);
 
 	pthread_mutex_lock(&a->mu);
@@ -379,15 +403,10 @@ static int ship_lines(agent *a, agent_job *j)
 		return r;
 	if (resp->status == KILN__STATUS__STATUS_OK && resp->body_case == KILN__RESPONSE__BODY_LOG_APPEND) {
 		uint64_t through = resp->log_append->stored_through;
-		size_t drop = 0;
-		while (drop < j->nlines && j->base_seq + drop <= through)
-			drop++;
-		for (size_t i = 0; i < drop; i++) {
-			j->pending_bytes -= strlen(j->lines[i].text);
-			free(j->lines[i].text);
-		}
-		memmove(j->lines, j->lines + drop, (j->nlines - drop) * sizeof *j->lines);
-		j->nlines -= drop;
+		size_t drop = through >= j->base_seq ? (size_t)(through - j->base_seq + 1) : 0;
+		if (drop > b.n)
+			drop = b.n;
+		agent_spool_drop(j->spool, drop);
 		j->base_seq += drop;
 	} else if (resp->status == KILN__STATUS__STATUS_NOT_FOUND ||
 		   resp->status == KILN__STATUS__STATUS_BAD_REQUEST) {
@@ -437,9 +456,7 @@ static int ship_update(agent *a, agent_job *j)
 
 static void job_free(agent_job *j)
 {
-	for (size_t i = 0; i < j->nlines; i++)
-		free(j->lines[i].text);
-	free(j->lines);
+	agent_spool_free(j->spool);
 	while (j->updates) {
 		out_update *o = j->updates;
 		j->updates = o->next;
@@ -463,9 +480,7 @@ static void *ship_main(void *arg)
 			agent_job *j = *pp;
 			int r = 0;
 			if (j->dropped) {
-				for (size_t i = 0; i < j->nlines; i++)
-					free(j->lines[i].text);
-				j->nlines = 0;
+				agent_spool_clear(j->spool);
 				j->base_seq = j->next_seq;
 				while (j->updates) {
 					out_update *o = j->updates;
@@ -475,16 +490,20 @@ static void *ship_main(void *arg)
 				}
 				j->updates_tail = NULL;
 			}
-			if (j->nlines) {
+			/* step updates go in turn with lines; the job's result only after every line */
+			if (j->updates && !j->updates->last) {
+				r = ship_update(a, j);
+				worked = true;
+			} else if (agent_spool_pending(j->spool)) {
 				r = ship_lines(a, j);
 				worked = true;
-			} else if (j->updates && (!j->updates->last || j->nlines == 0)) {
+			} else if (j->updates) {
 				r = ship_update(a, j);
 				worked = true;
 			}
 			if (r < 0)
 				failed = true;
-			if (j->done && !j->nlines && !j->updates) {
+			if (j->done && !agent_spool_pending(j->spool) && !j->updates) {
 				/* the lock was dropped while sending: unlink by search, then rescan */
 				for (agent_job **q = &a->jobs; *q; q = &(*q)->next) {
 					if (*q == j) {
@@ -543,7 +562,8 @@ int agent_start(const agent_config *cfg, agent **out)
 	a->cfg.labels = NULL;
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_cond_init(&a->cv, NULL);
-	int r = kiln_mkdir_p(a->work_dir, 0750);
+	_cleanup_free_ char *spool = kiln_asprintf("%s/spool", a->work_dir);
+	int r = kiln_mkdir_p(spool, 0750);
 	if (r < 0)
 		goto fail;
 	if ((r = nng_req0_open(&a->sock)) != 0) {

@@ -14,15 +14,9 @@
 
 #include "agent/agent.h"
 #include "agent/runner.h"
+#include "agent/spool.h"
 #include "common/util.h"
 #include "kiln.pb-c.h"
-
-typedef struct out_line {
-	int64_t ts_ms;
-	int stream;
-	int32_t step;
-	char *text;
-} out_line;
 
 typedef struct out_update {
 	uint8_t *packed; /* a packed Kiln__JobUpdate */
@@ -40,11 +34,9 @@ typedef struct agent_job {
 	agent_cancel *cancel;
 	pthread_t thread;
 	/* outbox */
-	out_line *lines;      /* lines[0] has sequence `base_seq` */
-	size_t nlines, caplines;
-	uint64_t base_seq;    /* sequence of lines[0] */
+	agent_spool *spool;   /* lines not yet stored by the coordinator */
+	uint64_t base_seq;    /* sequence of the oldest line in the spool */
 	uint64_t next_seq;    /* sequence the next line gets */
-	size_t pending_bytes;
 	out_update *updates, *updates_tail;
 	bool done;            /* the job thread has finished; free once the outbox is empty */
 	bool dropped;         /* the coordinator no longer wants this attempt */
