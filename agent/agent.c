@@ -178,6 +178,38 @@ static bool backoff(agent *a, int64_t ms)
 	return s;
 }
 
+char *agent_slot_dir(const agent *a, int slot)
+{
+	return kiln_asprintf("%s/slots/%d", a->work_dir, slot);
+}
+
+/* Makes slot n's workspace and temp directories, empty. */
+static int prepare_slot(agent *a, int n)
+{
+	_cleanup_free_ char *dir = agent_slot_dir(a, n);
+	_cleanup_free_ char *ws = kiln_asprintf("%s/workspace", dir);
+	_cleanup_free_ char *tmp = kiln_asprintf("%s/temp", dir);
+	int r = kiln_clear_dir(ws, 0750);
+	if (r == 0)
+		r = kiln_clear_dir(tmp, 0700);
+	return r;
+}
+
+/* A fresh spool file: the spare one if there is one (a->mu held). */
+static agent_spool *take_spool(agent *a)
+{
+	agent_spool *s = a->spare;
+	a->spare = NULL;
+	pthread_cond_broadcast(&a->cv); /* the shipper makes the next spare */
+	if (s)
+		return s;
+	_cleanup_free_ char *path = kiln_asprintf("%s/spool/%llu.log", a->work_dir,
+						  (unsigned long long)++a->spool_seq);
+	if (agent_spool_open(path, &s) < 0)
+		return NULL;
+	return s;
+}
+
 static void *job_main(void *arg)
 {
 	agent_job *j = arg;
@@ -186,6 +218,8 @@ static void *job_main(void *arg)
 	pthread_mutex_lock(&a->mu);
 	j->done = true;
 	a->running--;
+	if (j->slot >= 0 && (size_t)j->slot < a->nslots)
+		a->slot_busy[j->slot] = false;
 	pthread_cond_broadcast(&a->cv);
 	pthread_mutex_unlock(&a->mu);
 	return NULL;
@@ -210,13 +244,26 @@ static void start_job(agent *a, Kiln__JobAssignment *ja)
 	j->spec = ja;
 	j->base_seq = j->next_seq = 1;
 	agent_cancel_new(&j->cancel);
-	_cleanup_free_ char *spool = kiln_asprintf("%s/spool/%llu-%u.log", a->work_dir,
-						   (unsigned long long)j->job_id, j->attempt);
-	if (agent_spool_open(spool, &j->spool) < 0) {
+	pthread_mutex_lock(&a->mu);
+	j->spool = take_spool(a);
+	j->slot = -1;
+	for (size_t i = 0; i < a->nslots && j->slot < 0; i++)
+		if (!a->slot_busy[i])
+			j->slot = (int)i;
+	if (j->slot < 0) { /* more than capacity for a moment: one more slot */
+		a->slot_busy = kiln_realloc(a->slot_busy, (a->nslots + 1) * sizeof *a->slot_busy);
+		j->slot = (int)a->nslots++;
+	}
+	a->slot_busy[j->slot] = true;
+	pthread_mutex_unlock(&a->mu);
+	if (!j->spool) {
 		kiln_log(KILN_LOG_ERR, "run %llu job %llu: %s", (unsigned long long)j->run_id,
 			 (unsigned long long)j->job_id, kiln_errmsg());
 		agent_cancel_free(j->cancel);
 		kiln__job_assignment__free_unpacked(ja, NULL);
+		pthread_mutex_lock(&a->mu);
+		a->slot_busy[j->slot] = false;
+		pthread_mutex_unlock(&a->mu);
 		free(j);
 		return; /* not started: the coordinator retries it when it finds us not running it */
 	}
@@ -312,24 +359,14 @@ void agent_job_line(agent_job *j, int stream, int32_t step, int64_t ts_ms, const
 	pthread_mutex_unlock(&a->mu);
 }
 
-void agent_job_update(agent_job *j, int32_t step, Kiln__JobState state, Kiln__Conclusion concl,
-		      int64_t started_ms, int64_t finished_ms, int exit_code, const char *message,
-		      bool last)
+void agent_job_send(agent_job *j, Kiln__JobUpdate *u, bool last)
 {
-	Kiln__JobUpdate u = KILN__JOB_UPDATE__INIT;
-	u.job_id = j->job_id;
-	u.attempt = j->attempt;
-	u.step_index = step;
-	u.state = state;
-	u.conclusion = concl;
-	u.started_ms = started_ms;
-	u.finished_ms = finished_ms;
-	u.exit_code = exit_code;
-	u.message = (char *)(message ? message : "");
+	u->job_id = j->job_id;
+	u->attempt = j->attempt;
 	out_update *o = kiln_calloc(1, sizeof *o);
-	o->len = kiln__job_update__get_packed_size(&u);
+	o->len = kiln__job_update__get_packed_size(u);
 	o->packed = kiln_malloc(o->len ? o->len : 1);
-	kiln__job_update__pack(&u, o->packed);
+	kiln__job_update__pack(u, o->packed);
 	o->last = last;
 	agent *a = j->a;
 	pthread_mutex_lock(&a->mu);
@@ -340,6 +377,21 @@ void agent_job_update(agent_job *j, int32_t step, Kiln__JobState state, Kiln__Co
 	j->updates_tail = o;
 	pthread_cond_broadcast(&a->cv);
 	pthread_mutex_unlock(&a->mu);
+}
+
+void agent_job_update(agent_job *j, int32_t step, Kiln__JobState state, Kiln__Conclusion concl,
+		      int64_t started_ms, int64_t finished_ms, int exit_code, const char *message,
+		      bool last)
+{
+	Kiln__JobUpdate u = KILN__JOB_UPDATE__INIT;
+	u.step_index = step;
+	u.state = state;
+	u.conclusion = concl;
+	u.started_ms = started_ms;
+	u.finished_ms = finished_ms;
+	u.exit_code = exit_code;
+	u.message = (char *)(message ? message : "");
+	agent_job_send(j, &u, last);
 }
 
 typedef struct batch {
@@ -535,6 +587,19 @@ static void *ship_main(void *arg)
 			continue;
 		}
 		delay = 100;
+		if (!a->spare && !a->stopping) {
+			_cleanup_free_ char *path = kiln_asprintf(
+				"%s/spool/%llu.log", a->work_dir, (unsigned long long)++a->spool_seq);
+			pthread_mutex_unlock(&a->mu);
+			agent_spool *sp = NULL;
+			agent_spool_open(path, &sp);
+			pthread_mutex_lock(&a->mu);
+			if (!a->spare)
+				a->spare = sp;
+			else
+				agent_spool_free(sp);
+			continue;
+		}
 		if (!worked)
 			pthread_cond_wait(&a->cv, &a->mu);
 	}
@@ -563,9 +628,17 @@ int agent_start(const agent_config *cfg, agent **out)
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_cond_init(&a->cv, NULL);
 	_cleanup_free_ char *spool = kiln_asprintf("%s/spool", a->work_dir);
-	int r = kiln_mkdir_p(spool, 0750);
+	int r = kiln_clear_dir(spool, 0750);
 	if (r < 0)
 		goto fail;
+	a->nslots = a->cfg.capacity;
+	a->slot_busy = kiln_calloc(a->nslots, sizeof *a->slot_busy);
+	for (size_t i = 0; i < a->nslots; i++)
+		if ((r = prepare_slot(a, (int)i)) < 0)
+			goto fail;
+	/* scripts on tmpfs when there is one: creating a file there costs microseconds */
+	if (access("/dev/shm", W_OK) == 0 && kiln_mkdtemp_in("/dev/shm", "kiln-agent", &a->script_dir) < 0)
+		a->script_dir = NULL;
 	if ((r = nng_req0_open(&a->sock)) != 0) {
 		r = kiln_err(EIO, "bus: %s", nng_strerror(r));
 		goto fail;
@@ -637,6 +710,11 @@ void agent_free(agent *a)
 			pthread_join(j->thread, NULL);
 		job_free(j);
 	}
+	agent_spool_free(a->spare);
+	if (a->script_dir)
+		kiln_rm_rf(a->script_dir);
+	free(a->script_dir);
+	free(a->slot_busy);
 	pthread_mutex_destroy(&a->mu);
 	pthread_cond_destroy(&a->cv);
 	kiln_strv_free(&a->labels);

@@ -30,6 +30,7 @@ typedef struct agent_job {
 	agent *a;
 	uint64_t job_id, run_id;
 	uint32_t attempt;
+	int slot;                  /* its workspace: work/slots/<slot> */
 	Kiln__JobAssignment *spec; /* owned; read-only once the job thread starts */
 	agent_cancel *cancel;
 	pthread_t thread;
@@ -58,6 +59,13 @@ struct agent {
 	char *session, *agent_id;
 	uint32_t poll_timeout_ms;
 
+	/* prepared ahead, so a job starts without creating files (each costs ~1 ms on a slow disk) */
+	bool *slot_busy;          /* work/slots/<n> in use */
+	size_t nslots;
+	agent_spool *spare;       /* a spool file ready for the next job */
+	uint64_t spool_seq;
+	char *script_dir;         /* step scripts on tmpfs, or NULL for the job's temp dir */
+
 	pthread_t poll_thread, ship_thread;
 	bool poll_started, ship_started;
 };
@@ -73,6 +81,11 @@ void agent_job_line(agent_job *j, int stream, int32_t step, int64_t ts_ms, const
 void agent_job_update(agent_job *j, int32_t step, Kiln__JobState state, Kiln__Conclusion concl,
 		      int64_t started_ms, int64_t finished_ms, int exit_code, const char *message,
 		      bool last);
+/* Queues an update built by the caller (job id and attempt are filled in here). */
+void agent_job_send(agent_job *j, Kiln__JobUpdate *u, bool last);
+
+/* The slot directory of a job ("work/slots/N"); owned. */
+char *agent_slot_dir(const agent *a, int slot);
 
 /* job.c */
 /* Runs the job to its end on the calling thread. */

@@ -1,20 +1,54 @@
 /*
- * job — runs one assigned job on its own thread: a fresh workspace, the
- * step environment GitHub's runner gives, each step in turn (a `run:`
- * script through the step runner, or a built-in action), and the results
- * and log lines queued to the outbox. A failed step skips the rest; the
- * job's result goes last, after every line.
+ * job — runs one assigned job on its own thread, as GitHub's runner does:
+ * a fresh workspace; the expression contexts the coordinator sent, plus
+ * `runner`, `job`, `env` and `steps` kept up to date here; for each step its
+ * `if:`, its `${{ }}` fields, then a `run:` script through the step runner
+ * or a built-in action; the files behind GITHUB_OUTPUT, GITHUB_ENV,
+ * GITHUB_PATH and GITHUB_STEP_SUMMARY; workflow commands in the output; and
+ * every line masked before it is queued. The job's result goes last, after
+ * every line, with its outputs.
  */
 #include "agent/internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "agent/commands.h"
+#include "common/expr.h"
 #include "common/git.h"
+#include "common/mask.h"
+
+#define MAX_FILE_COMMAND (16u << 20) /* bytes in one GITHUB_OUTPUT / GITHUB_ENV file */
+#define MAX_SUMMARY (1u << 20)       /* GitHub's limit for a step summary */
+#define MAX_ANNOTATIONS 50           /* per step; the rest are counted, not kept */
 
 extern char **environ;
+
+static const char *const context_names[] = {"github", "env",	 "vars",     "job",
+					    "jobs",   "steps",	 "runner",   "secrets",
+					    "strategy", "matrix", "needs",    "inputs"};
+
+typedef struct job_run {
+	agent_job *j;
+	const Kiln__JobAssignment *s;
+	json_t *ctx;       /* every context by name */
+	json_t *job_env;   /* workflow + job env, evaluated, then GITHUB_ENV additions */
+	kiln_strv base;    /* the process environment every step starts from */
+	kiln_strv path;    /* GITHUB_PATH additions, newest first */
+	kiln_masker *masker;
+	char *ws, *tmp;
+	int status;        /* KILN_EXPR_STATUS_*: what the status functions report */
+	bool debug;        /* ACTIONS_STEP_DEBUG */
+	/* the step in progress */
+	int32_t step;
+	char *stop_token;  /* ::stop-commands:: in force */
+	Kiln__Annotation **ann;
+	size_t nann, dropped_ann;
+} job_run;
 
 /* Sets KEY=VALUE in an environment vector, replacing an earlier KEY. */
 static void env_set(kiln_strv *env, const char *key, const char *value)
@@ -31,16 +65,13 @@ static void env_set(kiln_strv *env, const char *key, const char *value)
 	kiln_strv_push_owned(env, kv);
 }
 
-static void env_copy(kiln_strv *dst, const kiln_strv *src)
+static const char *env_get(const kiln_strv *env, const char *key)
 {
-	for (size_t i = 0; i < src->n; i++)
-		kiln_strv_push(dst, src->v[i]);
-}
-
-static void env_kv(kiln_strv *env, Kiln__KeyValue **kv, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		env_set(env, kv[i]->key, kv[i]->value);
+	size_t klen = strlen(key);
+	for (size_t i = 0; i < env->n; i++)
+		if (strncmp(env->v[i], key, klen) == 0 && env->v[i][klen] == '=')
+			return env->v[i] + klen + 1;
+	return NULL;
 }
 
 static const char *ref_name(const char *ref)
@@ -62,17 +93,214 @@ static void env_both(kiln_strv *env, const char *name, const char *value)
 	env_set(env, key, value);
 }
 
-static void base_env(agent_job *j, kiln_strv *env, const char *ws, const char *tmp)
+static void line_out(job_run *r, int stream, int64_t ts, const char *text, size_t len)
 {
-	const Kiln__JobAssignment *s = j->spec;
-	for (char **e = environ; e && *e; e++)
-		if (strncmp(*e, "KILN_", 5) != 0 && strncmp(*e, "GITHUB_", 7) != 0)
-			kiln_strv_push(env, *e);
+	size_t mlen = 0;
+	char *masked = kiln_masker_apply(r->masker, text, len, &mlen);
+	if (masked)
+		agent_job_line(r->j, stream, r->step, ts, masked, mlen);
+	else
+		agent_job_line(r->j, stream, r->step, ts, text, len);
+	free(masked);
+}
+
+static void sys_line(job_run *r, const char *fmt, ...) KILN_PRINTF(2, 3);
+static void sys_line(job_run *r, const char *fmt, ...)
+{
+	char buf[4096];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	line_out(r, KILN__STREAM__STREAM_SYSTEM, kiln_now_ms(), buf, strlen(buf));
+}
+
+static void annotate(job_run *r, const agent_cmd *c)
+{
+	if (r->nann >= MAX_ANNOTATIONS) {
+		r->dropped_ann++;
+		return;
+	}
+	Kiln__Annotation *a = kiln_calloc(1, sizeof *a);
+	kiln__annotation__init(a);
+	a->level = kiln_strdup(c->name);
+	size_t n = 0;
+	char *m = kiln_masker_apply(r->masker, c->message, strlen(c->message), &n);
+	a->message = m ? m : kiln_strdup(c->message);
+	const char *v;
+	a->file = kiln_strdup((v = agent_cmd_prop(c, "file")) ? v : "");
+	a->title = kiln_strdup((v = agent_cmd_prop(c, "title")) ? v : "");
+	a->line = (v = agent_cmd_prop(c, "line")) ? atoi(v) : 0;
+	a->col = (v = agent_cmd_prop(c, "col")) ? atoi(v) : 0;
+	a->end_line = (v = agent_cmd_prop(c, "endLine")) ? atoi(v) : 0;
+	a->end_col = (v = agent_cmd_prop(c, "endColumn")) ? atoi(v) : 0;
+	r->ann = kiln_realloc(r->ann, (r->nann + 1) * sizeof *r->ann);
+	r->ann[r->nann++] = a;
+}
+
+static void free_annotations(job_run *r)
+{
+	for (size_t i = 0; i < r->nann; i++) {
+		free(r->ann[i]->level);
+		free(r->ann[i]->message);
+		free(r->ann[i]->file);
+		free(r->ann[i]->title);
+		free(r->ann[i]);
+	}
+	free(r->ann);
+	r->ann = NULL;
+	r->nann = r->dropped_ann = 0;
+}
+
+/* A line of step output: workflow commands are acted on, then it is masked and queued. */
+static void on_output(void *arg, int stream, int64_t ts, const char *line, size_t len)
+{
+	job_run *r = arg;
+	int st = stream == AGENT_STREAM_STDERR ? KILN__STREAM__STREAM_STDERR
+					       : KILN__STREAM__STREAM_STDOUT;
+	agent_cmd c;
+	if (!agent_cmd_parse(line, len, &c)) {
+		line_out(r, st, ts, line, len);
+		return;
+	}
+	if (r->stop_token) {
+		if (strcmp(c.name, r->stop_token) == 0) {
+			free(r->stop_token);
+			r->stop_token = NULL;
+		}
+		line_out(r, st, ts, line, len);
+	} else if (strcmp(c.name, "add-mask") == 0) {
+		kiln_masker_add(r->masker, c.message);
+		line_out(r, st, ts, "::add-mask::***", 15);
+	} else if (strcmp(c.name, "stop-commands") == 0) {
+		if (*c.message)
+			r->stop_token = kiln_strdup(c.message);
+		line_out(r, st, ts, line, len);
+	} else if (strcmp(c.name, "error") == 0 || strcmp(c.name, "warning") == 0 ||
+		   strcmp(c.name, "notice") == 0) {
+		annotate(r, &c);
+		line_out(r, st, ts, line, len);
+	} else if (strcmp(c.name, "debug") == 0) {
+		if (r->debug)
+			line_out(r, st, ts, line, len);
+	} else if (strcmp(c.name, "set-output") == 0 || strcmp(c.name, "set-env") == 0 ||
+		   strcmp(c.name, "add-path") == 0 || strcmp(c.name, "save-state") == 0) {
+		line_out(r, st, ts, line, len);
+		sys_line(r, "Warning: the `%s` command is deprecated and ignored; use the %s file",
+			 c.name,
+			 strcmp(c.name, "set-output") == 0 ? "GITHUB_OUTPUT"
+			 : strcmp(c.name, "set-env") == 0  ? "GITHUB_ENV"
+			 : strcmp(c.name, "add-path") == 0 ? "GITHUB_PATH"
+							   : "GITHUB_STATE");
+	} else {
+		line_out(r, st, ts, line, len);
+	}
+	agent_cmd_clear(&c);
+}
+
+static kiln_expr_ctx expr_ctx(job_run *r)
+{
+	kiln_expr_ctx x = {.contexts = r->ctx, .status = r->status,
+			   .hash_files = kiln_expr_hash_files_dir, .hash_arg = r->ws};
+	return x;
+}
+
+/* Interpolates ${{ }} in text; on error says why in the log and returns NULL. */
+static char *interp(job_run *r, const char *what, const char *text)
+{
+	if (!text)
+		return kiln_strdup("");
+	if (!strstr(text, "${{"))
+		return kiln_strdup(text);
+	kiln_expr_ctx x = expr_ctx(r);
+	char *out = NULL;
+	if (kiln_expr_interpolate(text, &x, &out) < 0) {
+		sys_line(r, "Error: %s: %s", what, kiln_errmsg());
+		return NULL;
+	}
+	return out;
+}
+
+static json_t *obj_child(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	if (!json_is_object(v)) {
+		v = json_object();
+		json_object_set_new(o, key, v);
+	}
+	return v;
+}
+
+static void set_job_status(job_run *r)
+{
+	const char *s = r->status == KILN_EXPR_STATUS_CANCELLED ? "cancelled"
+			: r->status == KILN_EXPR_STATUS_FAILURE	  ? "failure"
+								  : "success";
+	json_object_set_new(obj_child(r->ctx, "job"), "status", json_string(s));
+}
+
+static void setup(job_run *r)
+{
+	const Kiln__JobAssignment *s = r->s;
+	agent *a = r->j->a;
+	r->ctx = s->context_json && *s->context_json ? json_loads(s->context_json, 0, NULL) : NULL;
+	if (!json_is_object(r->ctx)) {
+		json_decref(r->ctx);
+		r->ctx = json_object();
+	}
+	for (size_t i = 0; i < KILN_ARRAY_SIZE(context_names); i++)
+		obj_child(r->ctx, context_names[i]);
+	json_t *gh = obj_child(r->ctx, "github");
+	json_object_set_new(gh, "workspace", json_string(r->ws));
+	if (!json_object_get(gh, "sha"))
+		json_object_set_new(gh, "sha", json_string(s->sha));
+	if (!json_object_get(gh, "ref"))
+		json_object_set_new(gh, "ref", json_string(s->ref));
+	if (!json_object_get(gh, "ref_name"))
+		json_object_set_new(gh, "ref_name", json_string(ref_name(s->ref)));
+	if (!json_object_get(gh, "repository"))
+		json_object_set_new(gh, "repository", json_string(s->repository));
+	if (!json_object_get(gh, "event_name"))
+		json_object_set_new(gh, "event_name", json_string(s->event));
+	if (!json_object_get(gh, "job"))
+		json_object_set_new(gh, "job", json_string(s->job_key));
 	char num[32];
+	snprintf(num, sizeof num, "%llu", (unsigned long long)s->run_id);
+	if (!json_object_get(gh, "run_id"))
+		json_object_set_new(gh, "run_id", json_string(num));
+	snprintf(num, sizeof num, "%u", s->attempt);
+	json_object_set_new(gh, "run_attempt", json_string(num));
+	json_t *runner = obj_child(r->ctx, "runner");
+	json_object_set_new(runner, "os", json_string("Linux"));
+	json_object_set_new(runner, "arch", json_string(sizeof(void *) == 8 ? "X64" : "X86"));
+	json_object_set_new(runner, "name", json_string(a->name));
+	json_object_set_new(runner, "temp", json_string(r->tmp));
+	_cleanup_free_ char *tools = kiln_asprintf("%s/tool-cache", a->work_dir);
+	json_object_set_new(runner, "tool_cache", json_string(tools));
+
+	const char *dbg = json_string_value(
+		json_object_get(json_object_get(r->ctx, "secrets"), "ACTIONS_STEP_DEBUG"));
+	if (!dbg)
+		dbg = json_string_value(
+			json_object_get(json_object_get(r->ctx, "vars"), "ACTIONS_STEP_DEBUG"));
+	r->debug = dbg && strcasecmp(dbg, "true") == 0;
+	json_object_set_new(runner, "debug", json_string(r->debug ? "1" : ""));
+
+	r->masker = kiln_masker_new();
+	for (size_t i = 0; i < s->n_masks; i++)
+		kiln_masker_add(r->masker, s->masks[i]);
+	set_job_status(r);
+
+	/* the environment every step starts from: the agent's, then what GitHub's runner sets */
+	for (char **e = environ; e && *e; e++)
+		if (strncmp(*e, "KILN_", 5) != 0 && strncmp(*e, "GITHUB_", 7) != 0 &&
+		    strncmp(*e, "RUNNER_", 7) != 0)
+			kiln_strv_push(&r->base, *e);
+	kiln_strv *env = &r->base;
 	env_set(env, "CI", "true");
 	env_set(env, "GITHUB_ACTIONS", "true");
 	env_set(env, "KILN", "true");
-	env_both(env, "WORKSPACE", ws);
+	env_both(env, "WORKSPACE", r->ws);
 	env_both(env, "SHA", s->sha);
 	env_both(env, "REF", s->ref);
 	env_both(env, "REF_NAME", ref_name(s->ref));
@@ -87,43 +315,119 @@ static void base_env(agent_job *j, kiln_strv *env, const char *ws, const char *t
 	env_both(env, "JOB", s->job_key);
 	env_both(env, "EVENT_NAME", s->event);
 	env_both(env, "WORKFLOW", s->workflow_file);
+	const char *server = json_string_value(json_object_get(gh, "server_url"));
+	env_both(env, "SERVER_URL", server ? server : "https://github.com");
+	const char *event_path = json_string_value(json_object_get(gh, "event_path"));
+	if (event_path)
+		env_both(env, "EVENT_PATH", event_path);
 	env_set(env, "RUNNER_OS", "Linux");
 	env_set(env, "RUNNER_ARCH", sizeof(void *) == 8 ? "X64" : "X86");
-	env_set(env, "RUNNER_TEMP", tmp);
-	env_set(env, "RUNNER_NAME", j->a->name);
-	env_kv(env, s->env, s->n_env);
+	env_set(env, "RUNNER_TEMP", r->tmp);
+	env_set(env, "RUNNER_TOOL_CACHE", tools);
+	env_set(env, "RUNNER_NAME", a->name);
+	env_set(env, "KILN_RUNNER_OS", "Linux");
+	env_set(env, "KILN_RUNNER_TEMP", r->tmp);
+	env_set(env, "KILN_RUNNER_NAME", a->name);
+	if (r->debug)
+		env_set(env, "RUNNER_DEBUG", "1");
+
+	/* workflow then job env, each value evaluated with the env before it */
+	r->job_env = json_object();
+	json_object_set(r->ctx, "env", r->job_env);
+	for (size_t i = 0; i < s->n_env; i++) {
+		_cleanup_free_ char *v = interp(r, s->env[i]->key, s->env[i]->value);
+		json_object_set_new(r->job_env, s->env[i]->key, json_string(v ? v : ""));
+	}
 }
 
-typedef struct line_sink {
-	agent_job *j;
-	int32_t step;
-} line_sink;
-
-static void on_line(void *arg, int stream, int64_t ts_ms, const char *line, size_t len)
+/* Reads a GITHUB_OUTPUT / GITHUB_ENV file: "name=value" lines and "name<<DELIM" blocks. */
+static int read_file_command(const char *path, const char *what, json_t *into)
 {
-	line_sink *ls = arg;
-	agent_job_line(ls->j, stream == AGENT_STREAM_STDERR ? KILN__STREAM__STREAM_STDERR
-							      : KILN__STREAM__STREAM_STDOUT,
-		       ls->step, ts_ms, line, len);
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	struct stat st;
+	if (stat(path, &st) < 0 || st.st_size == 0)
+		return 0;
+	int r = kiln_read_file(path, MAX_FILE_COMMAND, &text, &len);
+	if (r < 0)
+		return r;
+	char *p = text, *end = text + len;
+	while (p < end) {
+		char *nl = memchr(p, '\n', (size_t)(end - p));
+		char *le = nl ? nl : end;
+		if (le > p && le[-1] == '\r')
+			le[-1] = '\0';
+		*le = '\0';
+		char *next = nl ? nl + 1 : end;
+		if (!*p) {
+			p = next;
+			continue;
+		}
+		char *heredoc = strstr(p, "<<");
+		char *eq = strchr(p, '=');
+		if (heredoc && (!eq || heredoc < eq)) {
+			*heredoc = '\0';
+			const char *delim = heredoc + 2;
+			if (!*p || !*delim)
+				return kiln_err(EINVAL, "%s: a name<<DELIMITER line without a name or delimiter", what);
+			kiln_buf v = {0};
+			bool closed = false;
+			char *q = next;
+			while (q < end) {
+				char *qn = memchr(q, '\n', (size_t)(end - q));
+				char *qe = qn ? qn : end;
+				size_t ql = (size_t)(qe - q);
+				if (ql && q[ql - 1] == '\r')
+					ql--;
+				if (ql == strlen(delim) && memcmp(q, delim, ql) == 0) {
+					closed = true;
+					q = qn ? qn + 1 : end;
+					break;
+				}
+				if (v.len)
+					kiln_buf_puts(&v, "\n");
+				kiln_buf_append(&v, q, ql);
+				q = qn ? qn + 1 : end;
+			}
+			if (!closed) {
+				kiln_buf_free(&v);
+				return kiln_err(EINVAL, "%s: matching delimiter '%s' not found", what, delim);
+			}
+			json_object_set_new(into, p, json_stringn(v.p ? v.p : "", v.len));
+			kiln_buf_free(&v);
+			p = q;
+			continue;
+		}
+		if (!eq || eq == p)
+			return kiln_err(EINVAL, "%s: invalid line '%.40s' (expected name=value or name<<DELIMITER)", what, p);
+		*eq = '\0';
+		json_object_set_new(into, p, json_string(eq + 1));
+		p = next;
+	}
+	return 0;
 }
 
-static void sys_line(agent_job *j, int32_t step, const char *fmt, ...) KILN_PRINTF(3, 4);
-static void sys_line(agent_job *j, int32_t step, const char *fmt, ...)
+static int read_path_file(job_run *r, const char *path)
 {
-	char buf[2048];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	agent_job_line(j, KILN__STREAM__STREAM_SYSTEM, step, kiln_now_ms(), buf, strlen(buf));
-}
-
-static const char *with_get(const Kiln__StepSpec *st, const char *key)
-{
-	for (size_t i = 0; i < st->n_with; i++)
-		if (strcmp(st->with[i]->key, key) == 0)
-			return st->with[i]->value;
-	return NULL;
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	struct stat st;
+	if (stat(path, &st) < 0 || st.st_size == 0)
+		return 0;
+	int rc = kiln_read_file(path, MAX_FILE_COMMAND, &text, &len);
+	if (rc < 0)
+		return rc;
+	kiln_strv lines = {0};
+	kiln_strv_split(&lines, text, "\r\n");
+	for (size_t i = 0; i < lines.n; i++) {
+		/* newest first, as GitHub prepends each */
+		kiln_strv_push(&r->path, "");
+		memmove(r->path.v + 1, r->path.v, (r->path.n - 1) * sizeof *r->path.v);
+		free(r->path.v[0]);
+		r->path.v[0] = kiln_strdup(lines.v[i]);
+	}
+	kiln_strv_free(&lines);
+	return 0;
 }
 
 /* Is `uses` the action `name` at any version ("actions/checkout@v4")? */
@@ -138,30 +442,359 @@ static char *inside(const char *ws, const char *rel)
 {
 	if (!rel || !*rel || strcmp(rel, ".") == 0)
 		return kiln_strdup(ws);
-	if (rel[0] == '/' || strstr(rel, ".."))
+	if (rel[0] == '/') {
+		size_t n = strlen(ws);
+		if (strncmp(rel, ws, n) == 0 && (rel[n] == '/' || rel[n] == '\0') && !strstr(rel, ".."))
+			return kiln_strdup(rel);
+		return NULL;
+	}
+	if (strstr(rel, ".."))
 		return NULL;
 	return kiln_asprintf("%s/%s", ws, rel);
 }
 
-static int checkout(agent_job *j, int32_t step, const Kiln__StepSpec *st, const char *ws)
+static int checkout(job_run *r, json_t *with)
 {
-	const Kiln__JobAssignment *s = j->spec;
-	_cleanup_free_ char *dir = inside(ws, with_get(st, "path"));
+	const Kiln__JobAssignment *s = r->s;
+	const char *path = json_string_value(json_object_get(with, "path"));
+	_cleanup_free_ char *dir = inside(r->ws, path);
 	if (!dir)
 		return kiln_err(EINVAL, "checkout: path must stay inside the workspace");
 	if (s->worktree) {
-		sys_line(j, step, "Copying the working tree of %s", s->repo_url);
+		sys_line(r, "Copying the working tree of %s", s->repo_url);
 		return kiln_git_snapshot_worktree(s->repo_url, dir);
 	}
-	_cleanup_free_ char *mirrors = kiln_asprintf("%s/mirrors", j->a->work_dir);
+	_cleanup_free_ char *mirrors = kiln_asprintf("%s/mirrors", r->j->a->work_dir);
 	_cleanup_free_ char *mirror = NULL;
-	int r = kiln_mkdir_p(mirrors, 0750);
-	if (r == 0)
-		r = kiln_git_mirror_for(mirrors, s->repo_url, s->sha, &mirror);
-	if (r < 0)
-		return r;
-	sys_line(j, step, "Checking out %s at %s", s->repo_url, s->sha);
+	int rc = kiln_mkdir_p(mirrors, 0750);
+	if (rc == 0)
+		rc = kiln_git_mirror_for(mirrors, s->repo_url, s->sha, &mirror);
+	if (rc < 0)
+		return rc;
+	sys_line(r, "Checking out %s at %s", s->repo_url, s->sha);
 	return kiln_git_checkout(mirror, s->repo_url, s->sha, s->ref, dir);
+}
+
+/* true/false/expression → bool; errors count as false with a message. */
+static bool eval_flag(job_run *r, const char *what, bool plain, const char *expr)
+{
+	if (!expr || !*expr)
+		return plain;
+	_cleanup_free_ char *v = interp(r, what, expr);
+	return v && strcmp(v, "true") == 0;
+}
+
+static double eval_minutes(job_run *r, double plain, const char *expr)
+{
+	if (!expr || !*expr)
+		return plain;
+	_cleanup_free_ char *v = interp(r, "timeout-minutes", expr);
+	char *end;
+	double m = v ? strtod(v, &end) : 0;
+	return v && end != v && m > 0 ? m : plain;
+}
+
+typedef struct step_files {
+	char *output, *env, *path, *summary, *state;
+} step_files;
+
+static void step_files_free(step_files *f)
+{
+	char **all[] = {&f->output, &f->env, &f->path, &f->summary, &f->state};
+	for (size_t i = 0; i < KILN_ARRAY_SIZE(all); i++) {
+		if (*all[i])
+			unlink(*all[i]);
+		free(*all[i]);
+		*all[i] = NULL;
+	}
+}
+
+/* The files behind GITHUB_OUTPUT & co. for step idx: in the agent's tmpfs directory when it
+   has one (a file created on a slow disk costs about a millisecond), else under RUNNER_TEMP. */
+static int step_files_make(job_run *r, size_t idx, step_files *f)
+{
+	const char *sd = r->j->a->script_dir;
+	_cleanup_free_ char *dir =
+		sd ? kiln_asprintf("%s/%llu-%u", sd, (unsigned long long)r->j->job_id, r->j->attempt)
+		   : kiln_asprintf("%s/_runner_file_commands", r->tmp);
+	int rc = kiln_mkdir_p(dir, 0700);
+	if (rc < 0)
+		return rc;
+	char **all[] = {&f->output, &f->env, &f->path, &f->summary, &f->state};
+	static const char *const names[] = {"set_output", "set_env", "add_path", "step_summary",
+					    "save_state"};
+	for (size_t i = 0; i < KILN_ARRAY_SIZE(all); i++) {
+		*all[i] = kiln_asprintf("%s/%s_%zu", dir, names[i], idx);
+		int fd = open(*all[i], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return kiln_err(errno, "%s: %s", *all[i], strerror(errno));
+		close(fd);
+	}
+	return 0;
+}
+
+/* The environment of one step: base, job env (+GITHUB_ENV), step env, PATH additions. */
+static void step_env(job_run *r, json_t *senv, const step_files *f, kiln_strv *out)
+{
+	for (size_t i = 0; i < r->base.n; i++)
+		kiln_strv_push(out, r->base.v[i]);
+	const char *k;
+	json_t *v;
+	json_object_foreach(r->job_env, k, v)
+		env_set(out, k, json_string_value(v));
+	json_object_foreach(senv, k, v)
+		env_set(out, k, json_string_value(v));
+	if (f->output) {
+		env_set(out, "GITHUB_OUTPUT", f->output);
+		env_set(out, "GITHUB_ENV", f->env);
+		env_set(out, "GITHUB_PATH", f->path);
+		env_set(out, "GITHUB_STEP_SUMMARY", f->summary);
+		env_set(out, "GITHUB_STATE", f->state);
+		env_set(out, "KILN_OUTPUT", f->output);
+		env_set(out, "KILN_ENV", f->env);
+		env_set(out, "KILN_PATH", f->path);
+		env_set(out, "KILN_STEP_SUMMARY", f->summary);
+	}
+	if (r->path.n) {
+		kiln_buf p = {0};
+		for (size_t i = 0; i < r->path.n; i++)
+			kiln_buf_printf(&p, "%s:", r->path.v[i]);
+		const char *old = env_get(out, "PATH");
+		kiln_buf_puts(&p, old ? old : "/usr/local/bin:/usr/bin:/bin");
+		env_set(out, "PATH", p.p);
+		kiln_buf_free(&p);
+	}
+}
+
+typedef struct step_result {
+	Kiln__Conclusion outcome;
+	int exit_code;
+	json_t *outputs;
+	char *summary;
+} step_result;
+
+/* Runs the `run:` script of step idx with its evaluated env. */
+static void run_script(job_run *r, size_t idx, const Kiln__StepSpec *st, json_t *senv,
+		       int64_t deadline, step_result *res)
+{
+	const Kiln__JobAssignment *s = r->s;
+	agent *a = r->j->a;
+	_cleanup_free_ char *script = interp(r, "run", st->run);
+	_cleanup_free_ char *shell = interp(r, "shell", *st->shell ? st->shell : s->default_shell);
+	_cleanup_free_ char *wd = interp(r, "working-directory", *st->working_directory
+									  ? st->working_directory
+									  : s->default_working_directory);
+	if (!script || !shell || !wd) {
+		res->outcome = KILN__CONCLUSION__CONCLUSION_FAILURE;
+		res->exit_code = 1;
+		return;
+	}
+	_cleanup_free_ char *cwd = inside(r->ws, wd);
+	struct stat sb;
+	if (!cwd || stat(cwd, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
+		sys_line(r, "Error: working-directory '%s' does not exist", wd);
+		res->outcome = KILN__CONCLUSION__CONCLUSION_FAILURE;
+		res->exit_code = 1;
+		return;
+	}
+	step_files f = {0};
+	if (step_files_make(r, idx, &f) < 0) {
+		sys_line(r, "Error: %s", kiln_errmsg());
+		step_files_free(&f);
+		res->outcome = KILN__CONCLUSION__CONCLUSION_FAILURE;
+		res->exit_code = 1;
+		return;
+	}
+	kiln_strv env = {0};
+	step_env(r, senv, &f, &env);
+	int64_t now = kiln_now_ms();
+	int64_t timeout = deadline == INT64_MAX ? 0 : deadline - now;
+	double step_minutes = eval_minutes(r, st->timeout_minutes, st->timeout_minutes_expr);
+	if (step_minutes > 0 && (timeout == 0 || step_minutes * 60000 < timeout))
+		timeout = (int64_t)(step_minutes * 60000);
+	agent_step_spec spec = {
+		.script = script,
+		.shell = shell,
+		.cwd = cwd,
+		.envp = env.v,
+		.temp_dir = r->tmp,
+		.script_dir = a->script_dir,
+		.timeout_ms = timeout > 0 ? timeout : (timeout < 0 ? 1 : 0),
+		.kill_grace_ms = a->cfg.kill_grace_ms,
+		.cancel = r->j->cancel,
+		.on_line = on_output,
+		.arg = r,
+	};
+	agent_step_result sr = {0};
+	if (agent_step_run(&spec, &sr) < 0) {
+		if (sr.cancelled) {
+			res->outcome = KILN__CONCLUSION__CONCLUSION_CANCELLED;
+		} else {
+			sys_line(r, "Error: %s", kiln_errmsg());
+			res->outcome = KILN__CONCLUSION__CONCLUSION_FAILURE;
+			res->exit_code = 127;
+		}
+	} else {
+		res->exit_code = sr.exit_code;
+		if (sr.cancelled) {
+			res->outcome = KILN__CONCLUSION__CONCLUSION_CANCELLED;
+			sys_line(r, "The operation was cancelled.");
+		} else if (sr.timed_out) {
+			res->outcome = KILN__CONCLUSION__CONCLUSION_FAILURE;
+			sys_line(r, "The step timed out after %.4g minutes.", (double)timeout / 60000);
+		} else if (sr.exit_code != 0) {
+			res->outcome = KILN__CONCLUSION__CONCLUSION_FAILURE;
+			sys_line(r, "Process completed with exit code %d.", sr.exit_code);
+		}
+	}
+	kiln_strv_free(&env);
+
+	/* the file commands count even when the step failed, as on GitHub */
+	json_t *added_env = json_object();
+	int rc = read_file_command(f.output, "GITHUB_OUTPUT", res->outputs);
+	if (rc == 0)
+		rc = read_file_command(f.env, "GITHUB_ENV", added_env);
+	if (rc == 0)
+		rc = read_path_file(r, f.path);
+	if (rc < 0) {
+		sys_line(r, "Error: unable to process file command: %s", kiln_errmsg());
+		res->outcome = KILN__CONCLUSION__CONCLUSION_FAILURE;
+	}
+	const char *k;
+	json_t *v;
+	json_object_foreach(added_env, k, v)
+	{
+		if (strcasecmp(k, "NODE_OPTIONS") == 0) {
+			sys_line(r, "Warning: NODE_OPTIONS cannot be set through GITHUB_ENV");
+			continue;
+		}
+		json_object_set(r->job_env, k, v);
+	}
+	json_decref(added_env);
+	char *summary = NULL;
+	size_t slen = 0;
+	if (stat(f.summary, &sb) == 0 && sb.st_size > 0) {
+		if (kiln_read_file(f.summary, MAX_SUMMARY, &summary, &slen) < 0)
+			sys_line(r, "Warning: the step summary is larger than 1 MiB and was dropped");
+	}
+	if (summary) {
+		size_t mlen = 0;
+		char *m = kiln_masker_apply(r->masker, summary, slen, &mlen);
+		if (m) {
+			free(summary);
+			summary = m;
+		}
+		res->summary = summary;
+	}
+	step_files_free(&f);
+}
+
+/* Runs step `idx` (its `if:` already true); fills res. */
+static void run_step(job_run *r, size_t idx, int64_t deadline, step_result *res)
+{
+	const Kiln__JobAssignment *s = r->s;
+	const Kiln__StepSpec *st = s->steps[idx];
+	res->outcome = KILN__CONCLUSION__CONCLUSION_SUCCESS;
+	res->outputs = json_object();
+
+	/* step env, evaluated with the env context growing as it goes */
+	json_t *senv = json_object();
+	json_t *saved_env = json_incref(r->job_env);
+	json_t *env_ctx = json_deep_copy(r->job_env);
+	json_object_set(r->ctx, "env", env_ctx);
+	bool bad = false;
+	for (size_t i = 0; i < st->n_env && !bad; i++) {
+		char *v = interp(r, st->env[i]->key, st->env[i]->value);
+		if (!v) {
+			bad = true;
+			break;
+		}
+		json_object_set_new(senv, st->env[i]->key, json_string(v));
+		json_object_set_new(env_ctx, st->env[i]->key, json_string(v));
+		free(v);
+	}
+	json_t *with = json_object();
+	for (size_t i = 0; i < st->n_with && !bad; i++) {
+		char *v = interp(r, st->with[i]->key, st->with[i]->value);
+		if (!v)
+			bad = true;
+		else
+			json_object_set_new(with, st->with[i]->key, json_string(v));
+		free(v);
+	}
+	if (bad) {
+		res->outcome = KILN__CONCLUSION__CONCLUSION_FAILURE;
+		res->exit_code = 1;
+		goto out;
+	}
+
+	if (st->uses && *st->uses) {
+		int rc;
+		if (uses_is(st->uses, "actions/checkout"))
+			rc = checkout(r, with);
+		else
+			rc = kiln_err(ENOTSUP, "kiln cannot run the action '%s' yet", st->uses);
+		if (rc < 0) {
+			sys_line(r, "Error: %s", kiln_errmsg());
+			res->outcome = KILN__CONCLUSION__CONCLUSION_FAILURE;
+			res->exit_code = 1;
+		}
+		goto out;
+	}
+
+	run_script(r, idx, st, senv, deadline, res);
+out:
+	json_object_set(r->ctx, "env", saved_env);
+	json_decref(saved_env);
+	json_decref(env_ctx);
+	json_decref(senv);
+	json_decref(with);
+}
+
+static const char *concl_name(Kiln__Conclusion c)
+{
+	switch (c) {
+	case KILN__CONCLUSION__CONCLUSION_SUCCESS:
+		return "success";
+	case KILN__CONCLUSION__CONCLUSION_FAILURE:
+		return "failure";
+	case KILN__CONCLUSION__CONCLUSION_CANCELLED:
+		return "cancelled";
+	case KILN__CONCLUSION__CONCLUSION_SKIPPED:
+		return "skipped";
+	default:
+		return "";
+	}
+}
+
+/* The job's outputs, evaluated at its end; an output holding a secret is not sent. */
+static Kiln__KeyValue **job_outputs(job_run *r, size_t *n)
+{
+	const Kiln__JobAssignment *s = r->s;
+	*n = 0;
+	if (!s->n_outputs)
+		return NULL;
+	Kiln__KeyValue **out = kiln_calloc(s->n_outputs, sizeof *out);
+	for (size_t i = 0; i < s->n_outputs; i++) {
+		char *v = interp(r, s->outputs[i]->key, s->outputs[i]->value);
+		if (!v)
+			continue;
+		size_t ml = 0;
+		char *masked = kiln_masker_apply(r->masker, v, strlen(v), &ml);
+		if (masked) {
+			sys_line(r, "Warning: skipped output '%s' because it may contain a secret",
+				 s->outputs[i]->key);
+			free(masked);
+			free(v);
+			continue;
+		}
+		Kiln__KeyValue *kv = kiln_calloc(1, sizeof *kv);
+		kiln__key_value__init(kv);
+		kv->key = kiln_strdup(s->outputs[i]->key);
+		kv->value = v;
+		out[(*n)++] = kv;
+	}
+	return out;
 }
 
 void agent_job_run(agent_job *j)
@@ -173,117 +806,141 @@ void agent_job_run(agent_job *j)
 						  : INT64_MAX;
 	agent_job_update(j, -1, KILN__JOB_STATE__JOB_STATE_RUNNING, 0, started, 0, 0, NULL, false);
 
-	_cleanup_free_ char *root = kiln_asprintf("%s/jobs/%llu-%u", a->work_dir,
-						  (unsigned long long)j->job_id, j->attempt);
-	_cleanup_free_ char *ws = kiln_asprintf("%s/workspace", root);
-	_cleanup_free_ char *tmp = kiln_asprintf("%s/temp", root);
-	kiln_rm_rf(root);
+	job_run r = {.j = j, .s = s, .step = -1};
+	_cleanup_free_ char *root = agent_slot_dir(a, j->slot);
+	r.ws = kiln_asprintf("%s/workspace", root);
+	r.tmp = kiln_asprintf("%s/temp", root);
+	setup(&r);
 	Kiln__Conclusion job_concl = KILN__CONCLUSION__CONCLUSION_SUCCESS;
-	const char *message = NULL;
-	char errbuf[512];
-	if (kiln_mkdir_p(ws, 0750) < 0 || kiln_mkdir_p(tmp, 0700) < 0) {
-		snprintf(errbuf, sizeof errbuf, "%s", kiln_errmsg());
-		message = errbuf;
-		sys_line(j, -1, "%s", errbuf);
+	char message[512] = "";
+	/* the slot was emptied when its last job ended; these only make sure it exists */
+	if (kiln_mkdir_p(r.ws, 0750) < 0 || kiln_mkdir_p(r.tmp, 0700) < 0) {
+		snprintf(message, sizeof message, "%s", kiln_errmsg());
+		sys_line(&r, "%s", message);
 		job_concl = KILN__CONCLUSION__CONCLUSION_FAILURE;
+		r.status = KILN_EXPR_STATUS_FAILURE;
 	}
 
-	kiln_strv env = {0};
-	base_env(j, &env, ws, tmp);
-	bool failed = job_concl != KILN__CONCLUSION__CONCLUSION_SUCCESS;
+	json_t *steps_ctx = json_object_get(r.ctx, "steps");
 	for (size_t i = 0; i < s->n_steps; i++) {
 		const Kiln__StepSpec *st = s->steps[i];
-		int32_t idx = (int32_t)i;
-		if (failed || agent_cancel_fired(j->cancel)) {
-			agent_job_update(j, idx, KILN__JOB_STATE__JOB_STATE_COMPLETED,
+		r.step = (int32_t)i;
+		if (agent_cancel_fired(j->cancel))
+			r.status = KILN_EXPR_STATUS_CANCELLED;
+		set_job_status(&r);
+		int64_t t0 = kiln_now_ms();
+		kiln_expr_ctx x = expr_ctx(&r);
+		bool go = false;
+		const char *cond = st->if_cond && *st->if_cond ? st->if_cond : "success()";
+		if (kiln_expr_condition(cond, &x, &go) < 0) {
+			sys_line(&r, "Error: if: %s", kiln_errmsg());
+			agent_job_update(j, r.step, KILN__JOB_STATE__JOB_STATE_COMPLETED,
+					 KILN__CONCLUSION__CONCLUSION_FAILURE, t0, kiln_now_ms(), 1,
+					 NULL, false);
+			job_concl = KILN__CONCLUSION__CONCLUSION_FAILURE;
+			r.status = KILN_EXPR_STATUS_FAILURE;
+			continue;
+		}
+		/* a cancelled job runs only what asks for it (always(), cancelled()) */
+		if (!go || (r.status == KILN_EXPR_STATUS_CANCELLED && agent_cancel_fired(j->cancel) &&
+			    !strstr(cond, "always()") && !strstr(cond, "cancelled()"))) {
+			if (st->id && *st->id)
+				json_object_set_new(steps_ctx, st->id,
+						    json_pack("{s:{}, s:s, s:s}", "outputs", "outcome",
+							      "skipped", "conclusion", "skipped"));
+			agent_job_update(j, r.step, KILN__JOB_STATE__JOB_STATE_COMPLETED,
 					 KILN__CONCLUSION__CONCLUSION_SKIPPED, 0, 0, 0, NULL, false);
 			continue;
 		}
-		int64_t t0 = kiln_now_ms();
-		agent_job_update(j, idx, KILN__JOB_STATE__JOB_STATE_RUNNING, 0, t0, 0, 0, NULL, false);
-		sys_line(j, idx, "%s", st->name);
-		Kiln__Conclusion concl = KILN__CONCLUSION__CONCLUSION_SUCCESS;
-		int exit_code = 0;
-		if (st->uses && *st->uses) {
-			int r;
-			if (uses_is(st->uses, "actions/checkout"))
-				r = checkout(j, idx, st, ws);
-			else
-				r = kiln_err(ENOTSUP, "kiln cannot run the action '%s' yet", st->uses);
-			if (r < 0) {
-				sys_line(j, idx, "Error: %s", kiln_errmsg());
-				concl = KILN__CONCLUSION__CONCLUSION_FAILURE;
-				exit_code = 1;
-			}
-		} else {
-			kiln_strv senv = {0};
-			env_copy(&senv, &env);
-			env_kv(&senv, st->env, st->n_env);
-			const char *wd = *st->working_directory ? st->working_directory
-								: s->default_working_directory;
-			_cleanup_free_ char *cwd = inside(ws, wd);
-			struct stat sb;
-			if (!cwd || stat(cwd, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
-				sys_line(j, idx, "Error: working-directory '%s' does not exist", wd);
-				concl = KILN__CONCLUSION__CONCLUSION_FAILURE;
-				exit_code = 1;
-			} else {
-				line_sink sink = {j, idx};
-				int64_t now = kiln_now_ms();
-				int64_t timeout = deadline == INT64_MAX ? 0 : deadline - now;
-				if (st->timeout_minutes > 0 &&
-				    (timeout == 0 || st->timeout_minutes * 60000 < timeout))
-					timeout = (int64_t)(st->timeout_minutes * 60000);
-				agent_step_spec spec = {
-					.script = st->run,
-					.shell = *st->shell ? st->shell : s->default_shell,
-					.cwd = cwd,
-					.envp = senv.v,
-					.temp_dir = tmp,
-					.timeout_ms = timeout > 0 ? timeout : (timeout < 0 ? 1 : 0),
-					.kill_grace_ms = a->cfg.kill_grace_ms,
-					.cancel = j->cancel,
-					.on_line = on_line,
-					.arg = &sink,
-				};
-				agent_step_result res = {0};
-				if (agent_step_run(&spec, &res) < 0) {
-					sys_line(j, idx, "Error: %s", kiln_errmsg());
-					concl = KILN__CONCLUSION__CONCLUSION_FAILURE;
-					exit_code = 127;
-				} else {
-					exit_code = res.exit_code;
-					if (res.cancelled) {
-						concl = KILN__CONCLUSION__CONCLUSION_CANCELLED;
-						sys_line(j, idx, "The operation was cancelled.");
-					} else if (res.timed_out) {
-						concl = KILN__CONCLUSION__CONCLUSION_FAILURE;
-						sys_line(j, idx, "The step timed out.");
-					} else if (res.exit_code != 0) {
-						concl = KILN__CONCLUSION__CONCLUSION_FAILURE;
-						sys_line(j, idx, "Process completed with exit code %d.",
-							 res.exit_code);
-					}
-				}
-			}
-			kiln_strv_free(&senv);
+		agent_job_update(j, r.step, KILN__JOB_STATE__JOB_STATE_RUNNING, 0, t0, 0, 0, NULL,
+				 false);
+		/* a name that does not evaluate is shown as written, as GitHub does */
+		char *name = NULL;
+		kiln_expr_ctx nx = expr_ctx(&r);
+		if (!strstr(st->name, "${{") || kiln_expr_interpolate(st->name, &nx, &name) < 0) {
+			free(name);
+			name = kiln_strdup(st->name);
 		}
-		bool soft = st->continue_on_error && concl == KILN__CONCLUSION__CONCLUSION_FAILURE;
-		agent_job_update(j, idx, KILN__JOB_STATE__JOB_STATE_COMPLETED,
-				 soft ? KILN__CONCLUSION__CONCLUSION_SUCCESS : concl, t0, kiln_now_ms(),
-				 exit_code, NULL, false);
+		sys_line(&r, "%s", name);
+		free(name);
+
+		step_result res = {0};
+		run_step(&r, i, deadline, &res);
+		bool soft = res.outcome == KILN__CONCLUSION__CONCLUSION_FAILURE &&
+			    eval_flag(&r, "continue-on-error", st->continue_on_error,
+				      st->continue_on_error_expr);
+		Kiln__Conclusion concl = soft ? KILN__CONCLUSION__CONCLUSION_SUCCESS : res.outcome;
+		if (st->id && *st->id)
+			json_object_set_new(steps_ctx, st->id,
+					    json_pack("{s:O, s:s, s:s}", "outputs", res.outputs,
+						      "outcome", concl_name(res.outcome),
+						      "conclusion", concl_name(concl)));
+		Kiln__JobUpdate u = KILN__JOB_UPDATE__INIT;
+		u.step_index = r.step;
+		u.state = KILN__JOB_STATE__JOB_STATE_COMPLETED;
+		u.conclusion = concl;
+		u.started_ms = t0;
+		u.finished_ms = kiln_now_ms();
+		u.exit_code = res.exit_code;
+		u.annotations = r.ann;
+		u.n_annotations = r.nann;
+		u.summary = res.summary ? res.summary : "";
+		if (r.dropped_ann)
+			sys_line(&r, "Warning: %zu more annotations were dropped", r.dropped_ann);
+		agent_job_send(j, &u, false);
+		free_annotations(&r);
+		free(res.summary);
+		json_decref(res.outputs);
+		free(r.stop_token);
+		r.stop_token = NULL;
+
 		if (concl == KILN__CONCLUSION__CONCLUSION_CANCELLED) {
 			job_concl = concl;
-			failed = true;
-		} else if (concl != KILN__CONCLUSION__CONCLUSION_SUCCESS && !soft) {
-			job_concl = KILN__CONCLUSION__CONCLUSION_FAILURE;
-			failed = true;
+			r.status = KILN_EXPR_STATUS_CANCELLED;
+		} else if (concl == KILN__CONCLUSION__CONCLUSION_FAILURE) {
+			if (job_concl == KILN__CONCLUSION__CONCLUSION_SUCCESS)
+				job_concl = KILN__CONCLUSION__CONCLUSION_FAILURE;
+			if (r.status == KILN_EXPR_STATUS_SUCCESS)
+				r.status = KILN_EXPR_STATUS_FAILURE;
 		}
 	}
+	r.step = -1;
 	if (agent_cancel_fired(j->cancel) && job_concl == KILN__CONCLUSION__CONCLUSION_SUCCESS)
 		job_concl = KILN__CONCLUSION__CONCLUSION_CANCELLED;
-	kiln_strv_free(&env);
-	kiln_rm_rf(root);
-	agent_job_update(j, -1, KILN__JOB_STATE__JOB_STATE_COMPLETED, job_concl, started,
-			 kiln_now_ms(), 0, message, true);
+	set_job_status(&r);
+
+	Kiln__JobUpdate u = KILN__JOB_UPDATE__INIT;
+	u.step_index = -1;
+	u.state = KILN__JOB_STATE__JOB_STATE_COMPLETED;
+	u.conclusion = job_concl;
+	u.started_ms = started;
+	u.message = message;
+	u.outputs = job_outputs(&r, &u.n_outputs);
+	if (a->script_dir) {
+		_cleanup_free_ char *fc = kiln_asprintf("%s/%llu-%u", a->script_dir,
+							(unsigned long long)j->job_id, j->attempt);
+		kiln_rm_rf(fc);
+	}
+	/* empty the slot now, so the next job in it creates nothing */
+	if (kiln_clear_dir(r.ws, 0750) < 0 || kiln_clear_dir(r.tmp, 0700) < 0)
+		kiln_log(KILN_LOG_WARNING, "job %llu: %s", (unsigned long long)j->job_id,
+			 kiln_errmsg());
+	u.finished_ms = kiln_now_ms();
+	agent_job_send(j, &u, true);
+	for (size_t i = 0; i < u.n_outputs; i++) {
+		free(u.outputs[i]->key);
+		free(u.outputs[i]->value);
+		free(u.outputs[i]);
+	}
+	free(u.outputs);
+
+	free(r.stop_token);
+	free_annotations(&r);
+	kiln_masker_free(r.masker);
+	kiln_strv_free(&r.base);
+	kiln_strv_free(&r.path);
+	json_decref(r.job_env);
+	json_decref(r.ctx);
+	free(r.ws);
+	free(r.tmp);
 }

@@ -184,7 +184,7 @@ static int resolve_shell(const agent_step_spec *spec, shell_cmd *sc)
 {
 	const char *path = child_path(spec->envp);
 	kiln_strv words = {0};
-	kiln_strv_split(&words, spec->shell ? spec->shell : "", " \t\r");
+	kiln_strv_split(&words, spec->shell ? spec->shell : "", " \t\r\n");
 
 	if (words.n == 0) {
 		/* kiln's default is bash with pipefail (issue 2 and DESIGN.md), where GitHub's runner
@@ -279,7 +279,7 @@ static int write_script(const char *dir, const shell_cmd *sc, const char *script
 		kiln_buf_printf(&body,
 		                "$ErrorActionPreference = 'stop'\n%s\n"
 		                "if ((Test-Path -LiteralPath variable:\\LASTEXITCODE)) { exit "
-		                "$LASTEXITCODE }",
+		                "$LASTEXITCODE }\n",
 		                script);
 		text = body.p;
 		len = body.len;
@@ -688,7 +688,7 @@ int agent_step_run(const agent_step_spec *spec, agent_step_result *res)
 	int r = resolve_shell(spec, &sc);
 	if (r < 0)
 		goto out;
-	const char *dir = spec->temp_dir;
+	const char *dir = spec->script_dir && *spec->script_dir ? spec->script_dir : spec->temp_dir;
 	if (!dir || !*dir)
 		dir = getenv("TMPDIR");
 	if (!dir || !*dir)

@@ -38,12 +38,13 @@ typedef void (*agent_line_fn)(void *arg, int stream, int64_t ts_ms, const char *
 
 typedef struct agent_step_spec {
 	const char *script;   /* the step's `run:` text */
-	const char *shell;    /* NULL/"" = GitHub's default (bash -e {0}, or sh -e {0} when bash is
-	                         not in PATH); "bash", "sh", "python", "pwsh", or a custom
-	                         template containing {0} */
+	const char *shell;    /* NULL/"" = kiln's default (bash --noprofile --norc -eo pipefail {0},
+	                         or sh -e {0} when bash is not in PATH); "bash", "sh", "python",
+	                         "pwsh", or a custom template containing {0} */
 	const char *cwd;      /* working directory (must exist); NULL = the agent's */
 	char *const *envp;    /* full environment for the child (NULL-terminated); NULL = environ */
 	const char *temp_dir; /* where the script file goes (RUNNER_TEMP); NULL = $TMPDIR, /tmp */
+	const char *script_dir; /* if set, the script file goes here instead (e.g. on tmpfs) */
 	int64_t timeout_ms;   /* 0 = none */
 	int64_t kill_grace_ms; /* after SIGTERM, SIGKILL; 0 = default 7500 */
 	size_t max_line;       /* 0 = 64 KiB */

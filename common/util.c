@@ -331,19 +331,41 @@ int kiln_rm_rf(const char *path)
 	return 0;
 }
 
-int kiln_mkdtemp(const char *prefix, char **out)
+int kiln_clear_dir(const char *path, int mode)
 {
-	const char *tmp = getenv("TMPDIR");
-	if (!tmp || !*tmp)
-		tmp = "/tmp";
-	char *p = kiln_asprintf("%s/%s.XXXXXX", tmp, prefix);
+	DIR *d = opendir(path);
+	if (!d)
+		return errno == ENOENT ? kiln_mkdir_p(path, mode)
+				       : kiln_err(errno, "%s: %s", path, strerror(errno));
+	int r = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		_cleanup_free_ char *p = kiln_asprintf("%s/%s", path, de->d_name);
+		if (kiln_rm_rf(p) < 0)
+			r = -EIO;
+	}
+	closedir(d);
+	return r < 0 ? kiln_err(EIO, "cannot empty %s", path) : 0;
+}
+
+int kiln_mkdtemp_in(const char *base, const char *prefix, char **out)
+{
+	char *p = kiln_asprintf("%s/%s.XXXXXX", base, prefix);
 	if (!mkdtemp(p)) {
 		int e = errno;
 		free(p);
-		return kiln_err(e, "mkdtemp: %s", strerror(e));
+		return kiln_err(e, "mkdtemp in %s: %s", base, strerror(e));
 	}
 	*out = p;
 	return 0;
+}
+
+int kiln_mkdtemp(const char *prefix, char **out)
+{
+	const char *tmp = getenv("TMPDIR");
+	return kiln_mkdtemp_in(tmp && *tmp ? tmp : "/tmp", prefix, out);
 }
 
 void kiln_sha256_hex(const void *data, size_t len, char out[65])

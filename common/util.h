@@ -75,8 +75,12 @@ int kiln_write_file_atomic(const char *path, const void *data, size_t len, int m
 int kiln_mkdir_p(const char *path, int mode);
 /* rm -rf; a missing path is not an error. */
 int kiln_rm_rf(const char *path);
+/* Empties a directory, keeping it; a missing directory is created. */
+int kiln_clear_dir(const char *path, int mode);
 /* Makes a fresh temporary directory under $TMPDIR (or /tmp) named prefix.XXXXXX. */
 int kiln_mkdtemp(const char *prefix, char **out);
+/* Makes a fresh temporary directory base/prefix.XXXXXX. */
+int kiln_mkdtemp_in(const char *base, const char *prefix, char **out);
 /* Hex SHA-256 of data (65 bytes with NUL). */
 void kiln_sha256_hex(const void *data, size_t len, char out[65]);
 /* Random hex token of `bytes` random bytes (2*bytes+1 chars). */

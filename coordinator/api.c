@@ -100,24 +100,54 @@ static json_t *steps_json(coord *c, uint64_t job_id)
 	json_t *a = json_array();
 	sqlite3_stmt *st = store_q(c,
 				   "SELECT idx, name, state, conclusion, exit_code, started_ms,"
-				   " finished_ms FROM steps WHERE job_id = ? ORDER BY idx",
+				   " finished_ms, summary FROM steps WHERE job_id = ? ORDER BY idx",
 				   "i", (int64_t)job_id);
-	while (sqlite3_step(st) == SQLITE_ROW)
-		json_array_append_new(
-			a, json_pack("{s:i, s:s, s:s, s:s, s:o, s:o, s:o}", "index",
-				     sqlite3_column_int(st, 0), "name", col_text(st, 1), "state",
-				     col_text(st, 2), "conclusion", col_text(st, 3), "exit_code",
-				     sqlite3_column_type(st, 4) == SQLITE_NULL
-					     ? json_null()
-					     : json_integer(sqlite3_column_int(st, 4)),
-				     "started_ms", ms_or_null(st, 5), "finished_ms", ms_or_null(st, 6)));
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		json_t *s = json_pack(
+			"{s:i, s:s, s:s, s:s, s:o, s:o, s:o}", "index", sqlite3_column_int(st, 0),
+			"name", col_text(st, 1), "state", col_text(st, 2), "conclusion",
+			col_text(st, 3), "exit_code",
+			sqlite3_column_type(st, 4) == SQLITE_NULL ? json_null()
+								  : json_integer(sqlite3_column_int(st, 4)),
+			"started_ms", ms_or_null(st, 5), "finished_ms", ms_or_null(st, 6));
+		if (sqlite3_column_type(st, 7) != SQLITE_NULL)
+			json_object_set_new(s, "summary", json_string(col_text(st, 7)));
+		json_array_append_new(a, s);
+	}
+	store_done(st);
+	return a;
+}
+
+/* The annotations (::error, ::warning, ::notice) of a job's current attempt. */
+static json_t *annotations_json(coord *c, uint64_t job_id)
+{
+	json_t *a = json_array();
+	sqlite3_stmt *st = store_q(c,
+				   "SELECT step, level, message, file, line, col, end_line, end_col,"
+				   " title FROM annotations WHERE job_id = ? AND attempt ="
+				   " (SELECT attempt FROM jobs WHERE id = ?) ORDER BY id",
+				   "ii", (int64_t)job_id, (int64_t)job_id);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		json_t *o = json_pack("{s:i, s:s, s:s}", "step", sqlite3_column_int(st, 0), "level",
+				      col_text(st, 1), "message", col_text(st, 2));
+		if (sqlite3_column_type(st, 3) != SQLITE_NULL)
+			json_object_set_new(o, "file", json_string(col_text(st, 3)));
+		static const char *const ints[] = {"line", "col", "end_line", "end_col"};
+		for (int i = 0; i < 4; i++)
+			if (sqlite3_column_type(st, 4 + i) != SQLITE_NULL)
+				json_object_set_new(o, ints[i],
+						    json_integer(sqlite3_column_int(st, 4 + i)));
+		if (sqlite3_column_type(st, 8) != SQLITE_NULL)
+			json_object_set_new(o, "title", json_string(col_text(st, 8)));
+		json_array_append_new(a, o);
+	}
 	store_done(st);
 	return a;
 }
 
 #define JOB_COLS                                                                                   \
 	"id, run_id, key, name, state, conclusion, attempt, agent_id, needs, runs_on, message,"    \
-	" started_ms, finished_ms"
+	" started_ms, finished_ms, outputs, matrix"
 
 static json_t *job_row_json(sqlite3_stmt *st)
 {
@@ -132,6 +162,15 @@ static json_t *job_row_json(sqlite3_stmt *st)
 		"needs", needs ? needs : json_array(), "runs_on", runs_on ? runs_on : json_array(),
 		"message", col_text(st, 10), "started_ms", ms_or_null(st, 11), "finished_ms",
 		ms_or_null(st, 12));
+	json_t *outputs = json_loads(col_text(st, 13), 0, NULL);
+	json_object_set_new(j, "outputs", json_is_object(outputs) ? outputs : json_object());
+	if (!json_is_object(outputs))
+		json_decref(outputs);
+	if (sqlite3_column_type(st, 14) != SQLITE_NULL) {
+		json_t *m = json_loads(col_text(st, 14), 0, NULL);
+		if (m)
+			json_object_set_new(j, "matrix", m);
+	}
 	return j;
 }
 
@@ -150,6 +189,7 @@ static json_t *jobs_json(coord *c, uint64_t run_id)
 	{
 		uint64_t id = (uint64_t)json_integer_value(json_object_get(j, "id"));
 		json_object_set_new(j, "steps", steps_json(c, id));
+		json_object_set_new(j, "annotations", annotations_json(c, id));
 	}
 	return jobs;
 }
@@ -362,6 +402,7 @@ static void get_job(req *r, uint64_t job_id)
 		return;
 	}
 	json_object_set_new(j, "steps", steps_json(r->c, job_id));
+	json_object_set_new(j, "annotations", annotations_json(r->c, job_id));
 	api_json(r->reply, r->arg, 200, j);
 }
 

@@ -57,9 +57,10 @@ static char *step_display_name(const kiln_step *s)
 		return kiln_strdup(s->name);
 	if (s->uses && *s->uses)
 		return kiln_asprintf("Run %s", s->uses);
+	/* GitHub's default: "Run " and the script's first line, whole (a cut could split a ${{ }}) */
 	const char *run = s->run ? s->run : "";
-	size_t n = strcspn(run, "");
-	return kiln_asprintf("Run %.*s", (int)(n > 80 ? 80 : n), run);
+	size_t n = strcspn(run, "\n");
+	return kiln_asprintf("Run %.*s", (int)n, run);
 }
 
 static json_t *str_or_empty(const char *s)
@@ -78,23 +79,36 @@ static json_t *job_json(const kiln_workflow *wf, const kiln_job *j)
 		const kiln_step *s = &j->steps[i];
 		char *name = step_display_name(s);
 		json_array_append_new(names, json_string(name));
-		json_array_append_new(
-			steps,
-			json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "name", name,
-				  "run", str_or_empty(s->run), "shell", str_or_empty(s->shell),
-				  "working_directory", str_or_empty(s->working_directory), "id",
-				  str_or_empty(s->id), "uses", str_or_empty(s->uses), "if",
-				  str_or_empty(s->if_cond), "env", env_json(&s->env), "with",
-				  env_json(&s->with)));
+		json_t *step = json_pack(
+			"{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "name", name, "run",
+			str_or_empty(s->run), "shell", str_or_empty(s->shell), "working_directory",
+			str_or_empty(s->working_directory), "id", str_or_empty(s->id), "uses",
+			str_or_empty(s->uses), "if", str_or_empty(s->if_cond), "env",
+			env_json(&s->env), "with", env_json(&s->with));
+		const char *coe = s->continue_on_error;
+		if (coe && strcmp(coe, "true") == 0)
+			json_object_set_new(step, "continue_on_error", json_true());
+		else if (coe && strcmp(coe, "false") != 0)
+			json_object_set_new(step, "continue_on_error_expr", json_string(coe));
+		if (s->timeout_minutes > 0)
+			json_object_set_new(step, "timeout_minutes", json_real(s->timeout_minutes));
+		if (s->timeout_minutes_expr)
+			json_object_set_new(step, "timeout_minutes_expr",
+					    json_string(s->timeout_minutes_expr));
+		json_array_append_new(steps, step);
 		free(name);
 	}
 	const char *shell = j->defaults_shell ? j->defaults_shell : wf->defaults_shell;
 	const char *wd = j->defaults_working_directory ? j->defaults_working_directory
 						       : wf->defaults_working_directory;
-	json_t *spec = json_pack("{s:o, s:o, s:f, s:{s:o, s:o}}", "env", env, "steps", steps,
-				 "timeout_minutes", j->timeout_minutes > 0 ? j->timeout_minutes : 360.0,
-				 "defaults", "shell", str_or_empty(shell), "working_directory",
-				 str_or_empty(wd));
+	json_t *spec = json_pack("{s:o, s:o, s:f, s:{s:o, s:o}, s:o, s:s}", "env", env, "steps",
+				 steps, "timeout_minutes",
+				 j->timeout_minutes > 0 ? j->timeout_minutes : 360.0, "defaults",
+				 "shell", str_or_empty(shell), "working_directory", str_or_empty(wd),
+				 "outputs", env_json(&j->output_defs), "workflow_name",
+				 wf->name ? wf->name : wf->file);
+	if (j->if_cond && *j->if_cond)
+		json_object_set_new(spec, "if", json_string(j->if_cond));
 	return json_pack("{s:s, s:s, s:o, s:o, s:o, s:o}", "key", j->id, "name",
 			 j->name && *j->name ? j->name : j->id, "needs", strv_json(&j->needs),
 			 "runs_on", strv_json(&j->runs_on), "spec", spec, "steps", names);

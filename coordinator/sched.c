@@ -12,6 +12,8 @@
  */
 #include "coordinator/internal.h"
 
+#include "common/expr.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -165,14 +167,84 @@ static char *jstr(json_t *o, const char *key)
 	return (char *)(s ? s : "");
 }
 
+/* Aggregates the `needs` context for a list of job keys from (key, state, conclusion, outputs)
+   rows of a run: a matrix job's result is failure if any instance failed, its outputs merged. */
+static json_t *needs_context(coord *c, uint64_t run_id, json_t *keys)
+{
+	json_t *needs = json_object();
+	size_t i;
+	json_t *k;
+	json_array_foreach(keys, i, k)
+	{
+		const char *key = json_string_value(k);
+		if (key)
+			json_object_set_new(needs, key, json_pack("{s:s, s:{}}", "result", "skipped",
+								  "outputs"));
+	}
+	sqlite3_stmt *st = store_q(c, "SELECT key, conclusion, outputs FROM jobs WHERE run_id = ?"
+				      " ORDER BY id", "i", (int64_t)run_id);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		json_t *n = json_object_get(needs, col_text(st, 0));
+		if (!n)
+			continue;
+		const char *concl = col_text(st, 1);
+		const char *have = json_string_value(json_object_get(n, "result"));
+		/* failure beats cancelled beats success beats skipped */
+		int rank_new = !strcmp(concl, "failure") ? 3 : !strcmp(concl, "cancelled") ? 2
+			       : !strcmp(concl, "success") ? 1 : 0;
+		int rank_old = !strcmp(have, "failure") ? 3 : !strcmp(have, "cancelled") ? 2
+			       : !strcmp(have, "success") ? 1 : 0;
+		if (rank_new > rank_old)
+			json_object_set_new(n, "result", json_string(concl));
+		json_t *outs = json_loads(col_text(st, 2), 0, NULL);
+		if (json_is_object(outs))
+			json_object_update(json_object_get(n, "outputs"), outs);
+		json_decref(outs);
+	}
+	store_done(st);
+	return needs;
+}
+
+/* The `github` context of a run. */
+static json_t *github_context(uint64_t run_id, int64_t number, uint32_t attempt, const char *repo,
+			      const char *sha, const char *ref, const char *event,
+			      const char *workflow, const char *job)
+{
+	char id[32], num[32], att[16];
+	snprintf(id, sizeof id, "%llu", (unsigned long long)run_id);
+	snprintf(num, sizeof num, "%lld", (long long)number);
+	snprintf(att, sizeof att, "%u", attempt);
+	const char *name = strncmp(ref, "refs/heads/", 11) == 0 ? ref + 11
+			   : strncmp(ref, "refs/tags/", 10) == 0 ? ref + 10 : ref;
+	const char *slash = strrchr(repo, '/');
+	json_t *g = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:{}}",
+			      "event_name", event, "sha", sha, "ref", ref, "ref_name", name,
+			      "ref_type", strncmp(ref, "refs/tags/", 10) == 0 ? "tag" : "branch",
+			      "repository", repo, "run_id", id, "run_number", num, "run_attempt",
+			      att, "workflow", workflow, "job", job, "server_url",
+			      "https://github.com", "event");
+	if (slash) {
+		char owner[256];
+		const char *start = repo;
+		const char *prev = slash;
+		while (prev > repo && prev[-1] != '/')
+			prev--;
+		if (prev > repo)
+			start = prev;
+		snprintf(owner, sizeof owner, "%.*s", (int)(slash - start), start);
+		json_object_set_new(g, "repository_owner", json_string(owner));
+	}
+	return g;
+}
+
 /* Answers `ctx` with the assignment of job `id` (already marked running). */
 static void send_assignment(coord *c, bus_ctx *ctx, uint64_t id)
 {
 	sqlite3_stmt *st = store_q(
 		c,
 		"SELECT j.id, j.run_id, j.attempt, j.key, j.name, j.spec, r.repo, r.sha, r.ref,"
-		" r.worktree, r.workflow, r.event, r.number FROM jobs j JOIN runs r ON r.id = j.run_id"
-		" WHERE j.id = ?",
+		" r.worktree, r.workflow, r.event, r.number, j.needs, j.matrix, j.strategy"
+		" FROM jobs j JOIN runs r ON r.id = j.run_id WHERE j.id = ?",
 		"i", (int64_t)id);
 	if (sqlite3_step(st) != SQLITE_ROW) {
 		store_done(st);
@@ -193,7 +265,30 @@ static void send_assignment(coord *c, bus_ctx *ctx, uint64_t id)
 	_cleanup_free_ char *workflow = kiln_strdup(col_text(st, 10));
 	_cleanup_free_ char *event = kiln_strdup(col_text(st, 11));
 	ja.run_number = (uint64_t)sqlite3_column_int64(st, 12);
+	json_t *needs_keys = json_loads(col_text(st, 13), 0, NULL);
+	json_t *matrix = sqlite3_column_type(st, 14) == SQLITE_NULL
+				 ? json_object()
+				 : json_loads(col_text(st, 14), 0, NULL);
+	json_t *strategy = sqlite3_column_type(st, 15) == SQLITE_NULL
+				   ? json_object()
+				   : json_loads(col_text(st, 15), 0, NULL);
 	store_done(st);
+
+	json_t *contexts = json_pack(
+		"{s:o, s:o, s:o, s:o, s:{}, s:{}, s:{}}", "github",
+		github_context(ja.run_id, (int64_t)ja.run_number, ja.attempt, repo, sha, ref, event,
+			       json_string_value(json_object_get(spec, "workflow_name"))
+				       ? json_string_value(json_object_get(spec, "workflow_name"))
+				       : workflow,
+			       key),
+		"needs", needs_context(c, ja.run_id, needs_keys), "matrix",
+		matrix ? matrix : json_object(), "strategy", strategy ? strategy : json_object(),
+		"inputs", "vars", "secrets");
+	json_decref(needs_keys);
+	_cleanup_free_ char *context_json = json_dumps(contexts, JSON_COMPACT);
+	json_decref(contexts);
+	ja.context_json = context_json;
+	ja.outputs = kv_from_json(json_object_get(spec, "outputs"), &ja.n_outputs);
 
 	ja.job_key = key;
 	ja.name = name;
@@ -225,6 +320,8 @@ static void send_assignment(coord *c, bus_ctx *ctx, uint64_t id)
 		ss[i].if_cond = jstr(s, "if");
 		ss[i].timeout_minutes = json_number_value(json_object_get(s, "timeout_minutes"));
 		ss[i].continue_on_error = json_is_true(json_object_get(s, "continue_on_error"));
+		ss[i].continue_on_error_expr = jstr(s, "continue_on_error_expr");
+		ss[i].timeout_minutes_expr = jstr(s, "timeout_minutes_expr");
 		ss[i].env = kv_from_json(json_object_get(s, "env"), &ss[i].n_env);
 		ss[i].with = kv_from_json(json_object_get(s, "with"), &ss[i].n_with);
 		ja.steps[i] = &ss[i];
@@ -246,6 +343,7 @@ static void send_assignment(coord *c, bus_ctx *ctx, uint64_t id)
 	free(ss);
 	free(ja.steps);
 	kv_free(ja.env);
+	kv_free(ja.outputs);
 	json_decref(spec);
 }
 
@@ -406,20 +504,42 @@ static void handle_job_update(coord *c, coord_agent *a, bus_ctx *ctx, Kiln__JobU
 	const char *concl = conclusion_name(u->conclusion);
 	bool completed = u->state == KILN__JOB_STATE__JOB_STATE_COMPLETED;
 	if (running && u->step_index >= 0) {
+		store_begin(c);
 		store_x(c,
 			"UPDATE steps SET state = ?, conclusion = ?, exit_code = ?,"
 			" started_ms = coalesce(nullif(?, 0), started_ms),"
-			" finished_ms = nullif(?, 0) WHERE job_id = ? AND idx = ?",
-			"ttiiiii", completed ? "completed" : "running", concl,
-			(int64_t)u->exit_code, u->started_ms, u->finished_ms, (int64_t)u->job_id,
-			(int64_t)u->step_index);
+			" finished_ms = nullif(?, 0), summary = nullif(?, '') WHERE job_id = ? AND idx = ?",
+			"ttiiitii", completed ? "completed" : "running", concl,
+			(int64_t)u->exit_code, u->started_ms, u->finished_ms,
+			u->summary ? u->summary : "", (int64_t)u->job_id, (int64_t)u->step_index);
+		/* a resent update must not add its annotations twice */
+		if (completed && u->n_annotations)
+			store_x(c, "DELETE FROM annotations WHERE job_id = ? AND attempt = ? AND step = ?",
+				"iii", (int64_t)u->job_id, (int64_t)attempt, (int64_t)u->step_index);
+		for (size_t i = 0; completed && i < u->n_annotations && i < 100; i++) {
+			const Kiln__Annotation *an = u->annotations[i];
+			store_x(c,
+				"INSERT INTO annotations(job_id, attempt, step, level, message, file,"
+				" line, col, end_line, end_col, title) VALUES(?, ?, ?, ?, ?, nullif(?, ''),"
+				" nullif(?, 0), nullif(?, 0), nullif(?, 0), nullif(?, 0), nullif(?, ''))",
+				"iiitttiiiit", (int64_t)u->job_id, (int64_t)attempt,
+				(int64_t)u->step_index, an->level, an->message, an->file,
+				(int64_t)an->line, (int64_t)an->col, (int64_t)an->end_line,
+				(int64_t)an->end_col, an->title);
+		}
+		store_commit(c);
 	} else if (running && completed) {
+		json_t *outs = json_object();
+		for (size_t i = 0; i < u->n_outputs && i < 1000; i++)
+			json_object_set_new(outs, u->outputs[i]->key, json_string(u->outputs[i]->value));
+		_cleanup_free_ char *outputs = json_dumps(outs, JSON_COMPACT);
+		json_decref(outs);
 		store_x(c,
 			"UPDATE jobs SET state = 'completed', conclusion = ?, finished_ms = ?,"
-			" message = nullif(?, '') WHERE id = ?",
-			"titi", *concl ? concl : "failure",
+			" message = nullif(?, ''), outputs = ? WHERE id = ?",
+			"titti", *concl ? concl : "failure",
 			u->finished_ms ? u->finished_ms : kiln_now_ms(), u->message ? u->message : "",
-			(int64_t)u->job_id);
+			outputs ? outputs : "{}", (int64_t)u->job_id);
 		kiln_log(6, "run %llu job %llu attempt %u: %s",
 			(unsigned long long)run_id, (unsigned long long)u->job_id, attempt,
 			*concl ? concl : "failure");
@@ -549,7 +669,32 @@ typedef struct job_row {
 	char *key, *state, *conclusion;
 	bool ready;
 	json_t *needs;
+	char *cond; /* the job's if:, or NULL */
 } job_row;
+
+/* Evaluates a job's if: once its needs are done; returns 1 run, 0 skip, <0 error. */
+static int job_condition(coord *c, uint64_t run_id, const job_row *r, bool all_ok, bool any_failed)
+{
+	const char *cond = r->cond && *r->cond ? r->cond : "success()";
+	sqlite3_stmt *st = store_q(c, "SELECT number, repo, sha, ref, event, workflow FROM runs"
+				      " WHERE id = ?", "i", (int64_t)run_id);
+	json_t *gh = NULL;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		gh = github_context(run_id, sqlite3_column_int64(st, 0), 1, col_text(st, 1),
+				    col_text(st, 2), col_text(st, 3), col_text(st, 4),
+				    col_text(st, 5), r->key);
+	store_done(st);
+	json_t *ctx = json_pack("{s:o, s:o, s:{}, s:{}}", "github", gh ? gh : json_object(),
+				"needs", needs_context(c, run_id, r->needs), "vars", "inputs");
+	kiln_expr_ctx x = {.contexts = ctx,
+			   .status = all_ok ? KILN_EXPR_STATUS_SUCCESS
+				     : any_failed ? KILN_EXPR_STATUS_FAILURE
+						  : KILN_EXPR_STATUS_CANCELLED};
+	bool go = false;
+	int rc = kiln_expr_condition(cond, &x, &go);
+	json_decref(ctx);
+	return rc < 0 ? rc : go;
+}
 
 void sched_advance_run(coord *c, uint64_t run_id)
 {
@@ -557,8 +702,8 @@ void sched_advance_run(coord *c, uint64_t run_id)
 	job_row *rows = NULL;
 	size_t n = 0, cap = 0;
 	sqlite3_stmt *st = store_q(c,
-				   "SELECT id, key, state, conclusion, ready, needs FROM jobs"
-				   " WHERE run_id = ? ORDER BY id",
+				   "SELECT id, key, state, conclusion, ready, needs,"
+				   " json_extract(spec, '$.if') FROM jobs WHERE run_id = ? ORDER BY id",
 				   "i", (int64_t)run_id);
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		if (n == cap) {
@@ -572,6 +717,8 @@ void sched_advance_run(coord *c, uint64_t run_id)
 		r->conclusion = kiln_strdup(col_text(st, 3));
 		r->ready = sqlite3_column_int(st, 4) != 0;
 		r->needs = json_loads(col_text(st, 5), 0, NULL);
+		r->cond = sqlite3_column_type(st, 6) == SQLITE_NULL ? NULL
+								    : kiln_strdup(col_text(st, 6));
 	}
 	store_done(st);
 
@@ -583,7 +730,7 @@ void sched_advance_run(coord *c, uint64_t run_id)
 			job_row *r = &rows[i];
 			if (strcmp(r->state, "queued") != 0 || r->ready)
 				continue;
-			bool all_done = true, all_ok = true;
+			bool all_done = true, all_ok = true, any_failed = false;
 			size_t k;
 			json_t *need;
 			json_array_foreach(r->needs, k, need)
@@ -596,11 +743,24 @@ void sched_advance_run(coord *c, uint64_t run_id)
 						all_done = false;
 					else if (strcmp(rows[j].conclusion, "success") != 0)
 						all_ok = false;
+					if (!strcmp(rows[j].conclusion, "failure"))
+						any_failed = true;
 				}
 			}
 			if (!all_done)
 				continue;
-			if (all_ok) {
+			int go = job_condition(c, run_id, r, all_ok, any_failed);
+			if (go < 0) {
+				_cleanup_free_ char *msg = kiln_asprintf("if: %s", kiln_errmsg());
+				free(r->state);
+				free(r->conclusion);
+				r->state = kiln_strdup("completed");
+				r->conclusion = kiln_strdup("failure");
+				store_x(c,
+					"UPDATE jobs SET state = 'completed', conclusion = 'failure',"
+					" finished_ms = ?, message = ? WHERE id = ?",
+					"iti", now, msg, (int64_t)r->id);
+			} else if (go) {
 				r->ready = true;
 				store_x(c, "UPDATE jobs SET ready = 1, ready_ms = ? WHERE id = ?", "ii",
 					now, (int64_t)r->id);
@@ -649,6 +809,7 @@ void sched_advance_run(coord *c, uint64_t run_id)
 		free(rows[i].state);
 		free(rows[i].conclusion);
 		json_decref(rows[i].needs);
+		free(rows[i].cond);
 	}
 	free(rows);
 	sched_kick(c);

@@ -32,17 +32,24 @@ static const char schema[] =
 	" conclusion TEXT NOT NULL DEFAULT '', ready INTEGER NOT NULL DEFAULT 0,"
 	" attempt INTEGER NOT NULL DEFAULT 0, retries_left INTEGER NOT NULL DEFAULT 0,"
 	" agent_id TEXT, message TEXT, ready_ms INTEGER, started_ms INTEGER, finished_ms INTEGER,"
-	" UNIQUE(run_id, key));"
+	" outputs TEXT NOT NULL DEFAULT '{}', matrix TEXT, strategy TEXT,"
+	" idx INTEGER NOT NULL DEFAULT 0, UNIQUE(run_id, key, idx));"
 	"CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(state, ready);"
 	"CREATE TABLE IF NOT EXISTS steps("
 	" job_id INTEGER NOT NULL REFERENCES jobs(id), idx INTEGER NOT NULL, name TEXT NOT NULL,"
 	" state TEXT NOT NULL DEFAULT 'queued', conclusion TEXT NOT NULL DEFAULT '',"
-	" exit_code INTEGER, started_ms INTEGER, finished_ms INTEGER, PRIMARY KEY(job_id, idx));"
+	" exit_code INTEGER, started_ms INTEGER, finished_ms INTEGER, summary TEXT,"
+	" PRIMARY KEY(job_id, idx));"
+	"CREATE TABLE IF NOT EXISTS annotations("
+	" id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL REFERENCES jobs(id), attempt INTEGER NOT NULL,"
+	" step INTEGER NOT NULL, level TEXT NOT NULL, message TEXT NOT NULL, file TEXT, line INTEGER,"
+	" col INTEGER, end_line INTEGER, end_col INTEGER, title TEXT);"
+	"CREATE INDEX IF NOT EXISTS annotations_job ON annotations(job_id);"
 	"CREATE TABLE IF NOT EXISTS agents("
 	" id TEXT PRIMARY KEY, name TEXT NOT NULL, labels TEXT NOT NULL, capacity INTEGER NOT NULL,"
 	" session_digest TEXT NOT NULL, version TEXT NOT NULL DEFAULT '',"
 	" created_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL);"
-	"INSERT OR IGNORE INTO meta(key, value) VALUES('schema', '1');";
+	"INSERT OR IGNORE INTO meta(key, value) VALUES('schema', '2');";
 
 int store_open(coord *c)
 {
