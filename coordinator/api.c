@@ -309,11 +309,7 @@ static int64_t read_log(coord *c, uint64_t id, uint32_t attempt, bool active, ui
 	if (active) {
 		f = coord_log(c, id, attempt);
 	} else {
-		_cleanup_free_ char *path =
-			attempt ? kiln_asprintf("%s/logs/%llu/%u.log", c->data_dir,
-						(unsigned long long)id, attempt)
-				: kiln_asprintf("%s/logs/run-%llu.log", c->data_dir,
-						(unsigned long long)id);
+		_cleanup_free_ char *path = coord_log_path(c, id, attempt);
 		if (access(path, F_OK) == 0 && logfile_open(path, &f) == 0)
 			temp = true;
 	}

@@ -115,7 +115,8 @@ int coord_start(const coord_config *cfg, coord **out)
 	pthread_cond_init(&c->cv, NULL);
 	pthread_cond_init(&c->idle_cv, NULL);
 
-	int r = kiln_mkdir_p(c->data_dir, 0750);
+	_cleanup_free_ char *logs = kiln_asprintf("%s/logs", c->data_dir);
+	int r = kiln_mkdir_p(logs, 0750);
 	if (r < 0)
 		goto fail;
 	r = store_open(c);

@@ -88,6 +88,11 @@ struct coord {
 
 	bus *bus;
 	http_srv *http;
+
+	/* checkpoints the WAL on its own connection, so fsyncs never stall the core thread */
+	pthread_t ckpt_thread;
+	bool ckpt_running, ckpt_stop;
+	pthread_cond_t ckpt_cv;
 };
 
 /* core.c */
@@ -163,6 +168,8 @@ int logfile_append(logfile *f, const char *line, size_t len);
 /* Calls fn for lines [offset, offset+max_lines) while under max_bytes; returns lines read. */
 int64_t logfile_read(logfile *f, uint64_t offset, size_t max_lines, size_t max_bytes,
 		     logfile_line_fn fn, void *arg);
+/* The file of a job attempt's log (attempt>0) or a run's (attempt 0); owned. */
+char *coord_log_path(const coord *c, uint64_t id, uint32_t attempt);
 /* The open log of a job attempt (attempt>0) or of a run (attempt 0), opened on demand (core). */
 logfile *coord_log(coord *c, uint64_t id, uint32_t attempt);
 void coord_log_close(coord *c, uint64_t id, uint32_t attempt);

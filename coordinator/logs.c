@@ -1,6 +1,6 @@
 /*
  * logs — job and run logs as append-only files of lines, one file per job
- * attempt (logs/<job>/<attempt>.log) and one per run (logs/run-<id>.log).
+ * attempt (logs/job-<job>-<attempt>.log) and one per run (logs/run-<id>.log).
  * A line's index is its offset for the API. Opening a file scans it once,
  * drops a torn last line (a crash mid-write), and keeps a sparse index of
  * byte positions so reading from an offset does not rescan the file.
@@ -167,19 +167,20 @@ int64_t logfile_read(logfile *f, uint64_t offset, size_t max_lines, size_t max_b
 	return got;
 }
 
+char *coord_log_path(const coord *c, uint64_t id, uint32_t attempt)
+{
+	/* one flat directory (made at start): a directory per job would cost a mkdir per job */
+	return attempt ? kiln_asprintf("%s/logs/job-%llu-%u.log", c->data_dir,
+				       (unsigned long long)id, attempt)
+		       : kiln_asprintf("%s/logs/run-%llu.log", c->data_dir, (unsigned long long)id);
+}
+
 logfile *coord_log(coord *c, uint64_t id, uint32_t attempt)
 {
 	for (open_log *l = c->logs; l; l = l->next)
 		if (l->id == id && l->attempt == attempt)
 			return l->f;
-	_cleanup_free_ char *dir = attempt ? kiln_asprintf("%s/logs/%llu", c->data_dir,
-							    (unsigned long long)id)
-					   : kiln_asprintf("%s/logs", c->data_dir);
-	if (kiln_mkdir_p(dir, 0750) < 0)
-		return NULL;
-	_cleanup_free_ char *path = attempt ? kiln_asprintf("%s/%u.log", dir, attempt)
-					    : kiln_asprintf("%s/run-%llu.log", dir,
-							    (unsigned long long)id);
+	_cleanup_free_ char *path = coord_log_path(c, id, attempt);
 	logfile *f;
 	if (logfile_open(path, &f) < 0) {
 		kiln_log(3, "%s", kiln_errmsg());

@@ -51,6 +51,37 @@ static const char schema[] =
 	" created_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL);"
 	"INSERT OR IGNORE INTO meta(key, value) VALUES('schema', '2');";
 
+/* Every second, a passive checkpoint on a second connection: it copies the WAL back into the
+   database (with its fsyncs) without blocking the core thread's writers. */
+static void *ckpt_main(void *arg)
+{
+	coord *c = arg;
+	_cleanup_free_ char *path = kiln_asprintf("%s/kiln.db", c->data_dir);
+	sqlite3 *db = NULL;
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		kiln_log(KILN_LOG_ERR, "checkpointer: %s", db ? sqlite3_errmsg(db) : "cannot open");
+		sqlite3_close(db);
+		return NULL;
+	}
+	sqlite3_busy_timeout(db, 1000);
+	pthread_mutex_lock(&c->mu);
+	while (!c->ckpt_stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		pthread_cond_timedwait(&c->ckpt_cv, &c->mu, &ts);
+		if (c->ckpt_stop)
+			break;
+		pthread_mutex_unlock(&c->mu);
+		int log = 0, done = 0;
+		sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+		pthread_mutex_lock(&c->mu);
+	}
+	pthread_mutex_unlock(&c->mu);
+	sqlite3_close(db);
+	return NULL;
+}
+
 int store_open(coord *c)
 {
 	_cleanup_free_ char *path = kiln_asprintf("%s/kiln.db", c->data_dir);
@@ -61,7 +92,8 @@ int store_open(coord *c)
 	char *err = NULL;
 	r = sqlite3_exec(c->db,
 			 "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-			 "PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+			 "PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;"
+			 "PRAGMA wal_autocheckpoint=0;",
 			 NULL, NULL, &err);
 	if (r == SQLITE_OK)
 		r = sqlite3_exec(c->db, schema, NULL, NULL, &err);
@@ -70,19 +102,33 @@ int store_open(coord *c)
 		sqlite3_free(err);
 		return e;
 	}
+	pthread_cond_init(&c->ckpt_cv, NULL);
+	if (pthread_create(&c->ckpt_thread, NULL, ckpt_main, c) == 0)
+		c->ckpt_running = true;
 	return 0;
 }
 
 void store_close(coord *c)
 {
+	if (c->ckpt_running) {
+		pthread_mutex_lock(&c->mu);
+		c->ckpt_stop = true;
+		pthread_cond_signal(&c->ckpt_cv);
+		pthread_mutex_unlock(&c->mu);
+		pthread_join(c->ckpt_thread, NULL);
+		c->ckpt_running = false;
+		pthread_cond_destroy(&c->ckpt_cv);
+	}
 	while (c->stmts) {
 		struct stmt_cache *s = c->stmts;
 		c->stmts = s->next;
 		sqlite3_finalize(s->st);
 		free(s);
 	}
-	if (c->db)
+	if (c->db) {
+		sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
 		sqlite3_close(c->db);
+	}
 	c->db = NULL;
 }
 
