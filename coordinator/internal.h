@@ -37,7 +37,6 @@ typedef struct coord_agent {
 	uint32_t pipe;          /* nng pipe its last request came on */
 	bus_ctx *parked;        /* the Poll being held, or NULL */
 	int64_t parked_until_ms;
-	uint32_t parked_free;
 	uint64_t last_poll_seq;
 	uint64_t last_assigned; /* job given in answer to last_poll_seq, for resends */
 	bool lost;

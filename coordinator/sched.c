@@ -377,10 +377,21 @@ static void assign(coord *c, coord_agent *a, bus_ctx *ctx, uint64_t id)
 	api_notify_run(c, run_id);
 }
 
+/* Slots the agent has free, by our own account of the jobs running on it: the count in a
+   Poll may be stale (a Poll resent after a restart says what was true when it was sent). */
+static uint32_t free_slots(coord *c, const coord_agent *a)
+{
+	sqlite3_stmt *st = store_q(c, "SELECT count(*) FROM jobs WHERE agent_id = ? AND state = 'running'",
+				   "t", a->id);
+	int64_t busy = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	store_done(st);
+	return busy >= (int64_t)a->capacity ? 0 : a->capacity - (uint32_t)busy;
+}
+
 void sched_kick(coord *c)
 {
 	for (coord_agent *a = c->agents; a; a = a->next) {
-		if (!a->parked || a->lost || a->parked_free == 0)
+		if (!a->parked || a->lost || free_slots(c, a) == 0)
 			continue;
 		uint64_t id = find_ready_job(c, a);
 		if (!id)
@@ -472,7 +483,7 @@ static void handle_poll(coord *c, coord_agent *a, bus_ctx *ctx, Kiln__Poll *p)
 	a->last_poll_seq = p->poll_seq;
 	a->last_assigned = 0;
 
-	if (p->free_slots > 0) {
+	if (free_slots(c, a) > 0) {
 		uint64_t id = find_ready_job(c, a);
 		if (id) {
 			assign(c, a, ctx, id);
@@ -480,11 +491,10 @@ static void handle_poll(coord *c, coord_agent *a, bus_ctx *ctx, Kiln__Poll *p)
 		}
 	}
 	a->parked = ctx;
-	a->parked_free = p->free_slots;
 	a->parked_until_ms = a->last_seen_ms + c->cfg.poll_timeout_ms;
 }
 
-static void handle_job_update(coord *c, coord_agent *a, bus_ctx *ctx, Kiln__JobUpdate *u)
+static void handle_job_update(coord *c, bus_ctx *ctx, Kiln__JobUpdate *u)
 {
 	sqlite3_stmt *st = store_q(c, "SELECT run_id, state, attempt FROM jobs WHERE id = ?", "i",
 				   (int64_t)u->job_id);
@@ -544,8 +554,6 @@ static void handle_job_update(coord *c, coord_agent *a, bus_ctx *ctx, Kiln__JobU
 			(unsigned long long)run_id, (unsigned long long)u->job_id, attempt,
 			*concl ? concl : "failure");
 		coord_log_close(c, u->job_id, attempt);
-		if (a->parked && a->parked_free < a->capacity)
-			a->parked_free++; /* the slot this job held is free again */
 		sched_advance_run(c, run_id);
 	}
 	Kiln__JobUpdateReply jr = KILN__JOB_UPDATE_REPLY__INIT;
@@ -641,7 +649,7 @@ void sched_request(coord *c, bus_ctx *ctx, Kiln__Request *req)
 		handle_poll(c, a, ctx, req->poll);
 		break;
 	case KILN__REQUEST__BODY_JOB_UPDATE:
-		handle_job_update(c, a, ctx, req->job_update);
+		handle_job_update(c, ctx, req->job_update);
 		break;
 	case KILN__REQUEST__BODY_LOG_APPEND:
 		handle_log_append(c, ctx, req->log_append);
