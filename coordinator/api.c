@@ -178,7 +178,11 @@ static json_t *job_row_json(sqlite3_stmt *st)
 static json_t *jobs_json(coord *c, uint64_t run_id)
 {
 	json_t *jobs = json_array();
-	sqlite3_stmt *st = store_q(c, "SELECT " JOB_COLS " FROM jobs WHERE run_id = ? ORDER BY id",
+	/* in plan order, a matrix's instances together */
+	sqlite3_stmt *st = store_q(c,
+				   "SELECT " JOB_COLS " FROM jobs j WHERE run_id = ? ORDER BY"
+				   " (SELECT min(id) FROM jobs k WHERE k.run_id = j.run_id AND k.key = j.key),"
+				   " idx",
 				   "i", (int64_t)run_id);
 	while (sqlite3_step(st) == SQLITE_ROW)
 		json_array_append_new(jobs, job_row_json(st));

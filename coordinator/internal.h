@@ -138,9 +138,20 @@ void sched_request(coord *c, bus_ctx *ctx, Kiln__Request *req);
 void sched_pipe_gone(coord *c, uint32_t pipe);
 void sched_tick(coord *c, int64_t now_ms);
 void sched_kick(coord *c);
+/* Cancels a job: a queued one ends now; a running one is stopped on its agent. */
+void sched_cancel_job(coord *c, uint64_t job_id, const char *why);
 /* Starts the ready jobs of a run, skips those whose needs failed, closes the run when done. */
 void sched_advance_run(coord *c, uint64_t run_id);
 void sched_shutdown(coord *c);
+
+/* expand.c (core) */
+struct kiln_expr_ctx;
+/* Evaluates every ${{ }} in a JSON value from YAML: a string that is one whole expression
+   becomes its value (keeping its type), other strings are interpolated. */
+int coord_eval_tree(const json_t *v, const struct kiln_expr_ctx *x, json_t **out);
+/* Expands job `job_id` (a template row) into its matrix instances with these contexts
+   (github, needs, inputs, vars); returns the number of instances or <0. */
+int coord_expand_job(coord *c, uint64_t job_id, json_t *contexts);
 
 /* planner.c */
 /* Handles POST /api/v1/runs: plans in a worker thread, writes the run on the core thread. */

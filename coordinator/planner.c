@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "common/git.h"
+#include "common/matrix.h"
 #include "common/workflow.h"
 
 #define MAX_WORKFLOW_BYTES (1u << 20)
@@ -68,7 +69,41 @@ static json_t *str_or_empty(const char *s)
 	return json_string(s ? s : "");
 }
 
-/* The job's spec, as sent to agents: env layered workflow then job, steps, defaults. */
+/* YAML to JSON for later evaluation: subtrees without expressions get their YAML types, and
+   a scalar holding ${{ }} stays a string for coord_eval_tree. */
+static int node_json_keep_expr(const char *file, const kiln_ynode *n, json_t **out)
+{
+	if (!n || !kiln_matrix_node_has_expr(n))
+		return kiln_matrix_node_json(file, n, out);
+	if (n->kind == KILN_YNODE_SCALAR) {
+		*out = json_stringn(n->str, n->len);
+		return *out ? 0 : kiln_ynode_err(file, n, EINVAL, "not valid UTF-8");
+	}
+	json_t *agg = n->kind == KILN_YNODE_SEQUENCE ? json_array() : json_object();
+	size_t count = n->kind == KILN_YNODE_SEQUENCE ? n->nitems : n->npairs;
+	for (size_t i = 0; i < count; i++) {
+		const kiln_ynode *item = n->kind == KILN_YNODE_SEQUENCE ? n->items[i] : n->pairs[i].value;
+		json_t *v = NULL;
+		int r = node_json_keep_expr(file, item, &v);
+		if (r < 0) {
+			json_decref(agg);
+			return r;
+		}
+		if (n->kind == KILN_YNODE_SEQUENCE)
+			json_array_append_new(agg, v);
+		else if (n->pairs[i].key->kind != KILN_YNODE_SCALAR ||
+			 json_object_set_new(agg, n->pairs[i].key->str, v) < 0) {
+			json_decref(agg);
+			return kiln_ynode_err(file, n->pairs[i].key, EINVAL, "keys must be strings");
+		}
+	}
+	*out = agg;
+	return 0;
+}
+
+/* The job's spec, as sent to agents: env layered workflow then job, steps, defaults; and
+   what the scheduler evaluates when the job's needs are done (matrix, name, runs-on,
+   fail-fast, max-parallel, continue-on-error). NULL with a message on error. */
 static json_t *job_json(const kiln_workflow *wf, const kiln_job *j)
 {
 	json_t *env = env_json(&wf->env), *job_env = env_json(&j->env);
@@ -109,6 +144,25 @@ static json_t *job_json(const kiln_workflow *wf, const kiln_job *j)
 				 wf->name ? wf->name : wf->file);
 	if (j->if_cond && *j->if_cond)
 		json_object_set_new(spec, "if", json_string(j->if_cond));
+	if (j->name && *j->name)
+		json_object_set_new(spec, "name", json_string(j->name));
+	if (j->matrix) {
+		json_t *m = NULL;
+		if (node_json_keep_expr(wf->file, j->matrix, &m) < 0) {
+			json_decref(spec);
+			json_decref(names);
+			return NULL;
+		}
+		json_object_set_new(spec, "matrix", m);
+	}
+	json_object_set_new(spec, "fail_fast", j->fail_fast_expr ? json_string(j->fail_fast_expr)
+								 : json_boolean(j->fail_fast));
+	if (j->max_parallel_expr)
+		json_object_set_new(spec, "max_parallel", json_string(j->max_parallel_expr));
+	else if (j->max_parallel > 0)
+		json_object_set_new(spec, "max_parallel", json_integer(j->max_parallel));
+	if (j->continue_on_error && strcmp(j->continue_on_error, "false") != 0)
+		json_object_set_new(spec, "continue_on_error", json_string(j->continue_on_error));
 	return json_pack("{s:s, s:s, s:o, s:o, s:o, s:o}", "key", j->id, "name",
 			 j->name && *j->name ? j->name : j->id, "needs", strv_json(&j->needs),
 			 "runs_on", strv_json(&j->runs_on), "spec", spec, "steps", names);
@@ -147,8 +201,17 @@ static int plan_workflow(plan *p, const char *path, const char *text, size_t len
 	json_t *jobs = json_array();
 	for (size_t i = 0; i < wf->njobs; i++) {
 		const kiln_job *j = &wf->jobs[order[i]];
-		if (!job || keep[order[i]])
-			json_array_append_new(jobs, job_json(wf, j));
+		if (job && !keep[order[i]])
+			continue;
+		json_t *jj = job_json(wf, j);
+		if (!jj) {
+			json_decref(jobs);
+			free(order);
+			free(keep);
+			kiln_workflow_free(wf);
+			return -EINVAL;
+		}
+		json_array_append_new(jobs, jj);
 	}
 	if (json_array_size(jobs))
 		json_array_append_new(p->runs, json_pack("{s:s, s:s, s:o}", "workflow", path, "name",

@@ -114,21 +114,100 @@ static bool labels_match(const coord_agent *a, const char *runs_on)
 	return ok;
 }
 
+/* How many instances of the job's matrix run now (for max-parallel). */
+static int64_t running_siblings(coord *c, int64_t run_id, const char *key)
+{
+	sqlite3_stmt *st = store_q(c,
+				   "SELECT count(*) FROM jobs WHERE run_id = ? AND key = ?"
+				   " AND state = 'running'",
+				   "it", run_id, key);
+	int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	store_done(st);
+	return n;
+}
+
 static uint64_t find_ready_job(coord *c, const coord_agent *a)
 {
-	uint64_t found = 0;
+	typedef struct cand {
+		int64_t id, run_id, max_parallel;
+		char *key;
+	} cand;
+	cand *cs = NULL;
+	size_t n = 0;
 	sqlite3_stmt *st = store_q(c,
-				   "SELECT id, runs_on FROM jobs WHERE state = 'queued' AND ready = 1"
-				   " ORDER BY ready_ms, id",
+				   "SELECT id, runs_on, run_id, key,"
+				   " coalesce(json_extract(strategy, '$.\"max-parallel\"'), 0)"
+				   " FROM jobs WHERE state = 'queued' AND ready = 1 ORDER BY ready_ms, id",
 				   NULL);
 	while (sqlite3_step(st) == SQLITE_ROW) {
-		if (labels_match(a, col_text(st, 1))) {
-			found = (uint64_t)sqlite3_column_int64(st, 0);
-			break;
-		}
+		if (!labels_match(a, col_text(st, 1)))
+			continue;
+		cs = kiln_realloc(cs, (n + 1) * sizeof *cs);
+		cs[n].id = sqlite3_column_int64(st, 0);
+		cs[n].run_id = sqlite3_column_int64(st, 2);
+		cs[n].key = kiln_strdup(col_text(st, 3));
+		cs[n].max_parallel = sqlite3_column_int64(st, 4);
+		n++;
+		if (cs[n - 1].max_parallel <= 0)
+			break; /* no limit: this one will do */
 	}
 	store_done(st);
+	uint64_t found = 0;
+	for (size_t i = 0; i < n && !found; i++)
+		if (cs[i].max_parallel <= 0 ||
+		    running_siblings(c, cs[i].run_id, cs[i].key) < cs[i].max_parallel)
+			found = (uint64_t)cs[i].id;
+	for (size_t i = 0; i < n; i++)
+		free(cs[i].key);
+	free(cs);
 	return found;
+}
+
+/* A cancellation this agent has not been told of yet: answers ctx with it and returns true. */
+static bool deliver_cancel(coord *c, coord_agent *a, bus_ctx *ctx)
+{
+	sqlite3_stmt *st = store_q(c,
+				   "SELECT id, attempt FROM jobs WHERE agent_id = ? AND state = 'running'"
+				   " AND cancel_requested = 1 AND cancel_sent = 0 LIMIT 1",
+				   "t", a->id);
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		store_done(st);
+		return false;
+	}
+	int64_t id = sqlite3_column_int64(st, 0);
+	uint32_t attempt = (uint32_t)sqlite3_column_int(st, 1);
+	store_done(st);
+	store_x(c, "UPDATE jobs SET cancel_sent = 1 WHERE id = ?", "i", id);
+	Kiln__Cancel cn = KILN__CANCEL__INIT;
+	cn.job_id = (uint64_t)id;
+	cn.attempt = attempt;
+	Kiln__PollReply pr = KILN__POLL_REPLY__INIT;
+	pr.what_case = KILN__POLL_REPLY__WHAT_CANCEL;
+	pr.cancel = &cn;
+	Kiln__Response resp = KILN__RESPONSE__INIT;
+	resp.version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
+	resp.body_case = KILN__RESPONSE__BODY_POLL;
+	resp.poll = &pr;
+	bus_reply(ctx, &resp);
+	kiln_log(KILN_LOG_INFO, "job %lld attempt %u: cancel sent to agent %s", (long long)id,
+		 attempt, a->name);
+	return true;
+}
+
+void sched_cancel_job(coord *c, uint64_t job_id, const char *why)
+{
+	int64_t now = kiln_now_ms();
+	store_x(c,
+		"UPDATE jobs SET state = 'completed', conclusion = 'cancelled', finished_ms = ?,"
+		" message = ? WHERE id = ? AND state = 'queued'",
+		"iti", now, why, (int64_t)job_id);
+	store_x(c,
+		"UPDATE steps SET state = 'completed', conclusion = 'cancelled' WHERE job_id = ?"
+		" AND state != 'completed' AND (SELECT state FROM jobs WHERE id = ?) = 'completed'",
+		"ii", (int64_t)job_id, (int64_t)job_id);
+	store_x(c,
+		"UPDATE jobs SET cancel_requested = 1, message = ? WHERE id = ? AND state = 'running'",
+		"ti", why, (int64_t)job_id);
 }
 
 /* Key/value pairs from a JSON array of [k, v] pairs; strings borrowed from the JSON. */
@@ -391,6 +470,10 @@ static uint32_t free_slots(coord *c, const coord_agent *a)
 void sched_kick(coord *c)
 {
 	for (coord_agent *a = c->agents; a; a = a->next) {
+		if (a->parked && !a->lost && deliver_cancel(c, a, a->parked)) {
+			a->parked = NULL;
+			continue;
+		}
 		if (!a->parked || a->lost || free_slots(c, a) == 0)
 			continue;
 		uint64_t id = find_ready_job(c, a);
@@ -482,6 +565,8 @@ static void handle_poll(coord *c, coord_agent *a, bus_ctx *ctx, Kiln__Poll *p)
 	}
 	a->last_poll_seq = p->poll_seq;
 	a->last_assigned = 0;
+	if (deliver_cancel(c, a, ctx))
+		return;
 
 	if (free_slots(c, a) > 0) {
 		uint64_t id = find_ready_job(c, a);
@@ -496,8 +581,12 @@ static void handle_poll(coord *c, coord_agent *a, bus_ctx *ctx, Kiln__Poll *p)
 
 static void handle_job_update(coord *c, bus_ctx *ctx, Kiln__JobUpdate *u)
 {
-	sqlite3_stmt *st = store_q(c, "SELECT run_id, state, attempt FROM jobs WHERE id = ?", "i",
-				   (int64_t)u->job_id);
+	sqlite3_stmt *st = store_q(c,
+				   "SELECT run_id, state, attempt, cancel_requested,"
+				   " coalesce(json_extract(strategy, '$.\"fail-fast\"'), 0)"
+				   "   AND NOT continue_on_error AND matrix IS NOT NULL, key"
+				   " FROM jobs WHERE id = ?",
+				   "i", (int64_t)u->job_id);
 	if (sqlite3_step(st) != SQLITE_ROW) {
 		store_done(st);
 		reply_status(ctx, KILN__STATUS__STATUS_NOT_FOUND, "no such job");
@@ -506,6 +595,9 @@ static void handle_job_update(coord *c, bus_ctx *ctx, Kiln__JobUpdate *u)
 	uint64_t run_id = (uint64_t)sqlite3_column_int64(st, 0);
 	bool running = strcmp(col_text(st, 1), "running") == 0;
 	uint32_t attempt = (uint32_t)sqlite3_column_int(st, 2);
+	bool cancel = sqlite3_column_int(st, 3) != 0;
+	bool fail_fast = sqlite3_column_int(st, 4) != 0;
+	_cleanup_free_ char *key = kiln_strdup(col_text(st, 5));
 	store_done(st);
 	if (u->attempt != attempt) {
 		reply_status(ctx, KILN__STATUS__STATUS_STALE, "attempt is no longer current");
@@ -554,9 +646,24 @@ static void handle_job_update(coord *c, bus_ctx *ctx, Kiln__JobUpdate *u)
 			(unsigned long long)run_id, (unsigned long long)u->job_id, attempt,
 			*concl ? concl : "failure");
 		coord_log_close(c, u->job_id, attempt);
+		if (fail_fast && strcmp(concl, "failure") == 0) {
+			/* fail-fast: the other instances of this matrix stop */
+			int64_t sib[256];
+			size_t ns = 0;
+			sqlite3_stmt *q = store_q(c,
+						  "SELECT id FROM jobs WHERE run_id = ? AND key = ?"
+						  " AND id != ? AND state != 'completed'",
+						  "iti", (int64_t)run_id, key, (int64_t)u->job_id);
+			while (sqlite3_step(q) == SQLITE_ROW && ns < KILN_ARRAY_SIZE(sib))
+				sib[ns++] = sqlite3_column_int64(q, 0);
+			store_done(q);
+			for (size_t i = 0; i < ns; i++)
+				sched_cancel_job(c, (uint64_t)sib[i], "cancelled by fail-fast");
+		}
 		sched_advance_run(c, run_id);
 	}
 	Kiln__JobUpdateReply jr = KILN__JOB_UPDATE_REPLY__INIT;
+	jr.cancel = cancel;
 	Kiln__Response resp = KILN__RESPONSE__INIT;
 	resp.version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
 	resp.body_case = KILN__RESPONSE__BODY_JOB_UPDATE;
@@ -675,15 +782,14 @@ void sched_pipe_gone(coord *c, uint32_t pipe)
 typedef struct job_row {
 	uint64_t id;
 	char *key, *state, *conclusion;
-	bool ready;
+	bool ready, expanded, continue_on_error;
 	json_t *needs;
 	char *cond; /* the job's if:, or NULL */
 } job_row;
 
-/* Evaluates a job's if: once its needs are done; returns 1 run, 0 skip, <0 error. */
-static int job_condition(coord *c, uint64_t run_id, const job_row *r, bool all_ok, bool any_failed)
+/* The contexts a job-level expression sees: github, needs, vars, inputs. */
+static json_t *job_contexts(coord *c, uint64_t run_id, const job_row *r)
 {
-	const char *cond = r->cond && *r->cond ? r->cond : "success()";
 	sqlite3_stmt *st = store_q(c, "SELECT number, repo, sha, ref, event, workflow FROM runs"
 				      " WHERE id = ?", "i", (int64_t)run_id);
 	json_t *gh = NULL;
@@ -692,26 +798,30 @@ static int job_condition(coord *c, uint64_t run_id, const job_row *r, bool all_o
 				    col_text(st, 2), col_text(st, 3), col_text(st, 4),
 				    col_text(st, 5), r->key);
 	store_done(st);
-	json_t *ctx = json_pack("{s:o, s:o, s:{}, s:{}}", "github", gh ? gh : json_object(),
-				"needs", needs_context(c, run_id, r->needs), "vars", "inputs");
-	kiln_expr_ctx x = {.contexts = ctx,
-			   .status = all_ok ? KILN_EXPR_STATUS_SUCCESS
-				     : any_failed ? KILN_EXPR_STATUS_FAILURE
-						  : KILN_EXPR_STATUS_CANCELLED};
-	bool go = false;
-	int rc = kiln_expr_condition(cond, &x, &go);
-	json_decref(ctx);
-	return rc < 0 ? rc : go;
+	return json_pack("{s:o, s:o, s:{}, s:{}}", "github", gh ? gh : json_object(), "needs",
+			 needs_context(c, run_id, r->needs), "vars", "inputs");
 }
 
-void sched_advance_run(coord *c, uint64_t run_id)
+static void free_rows(job_row *rows, size_t n)
 {
-	int64_t now = kiln_now_ms();
+	for (size_t i = 0; i < n; i++) {
+		free(rows[i].key);
+		free(rows[i].state);
+		free(rows[i].conclusion);
+		json_decref(rows[i].needs);
+		free(rows[i].cond);
+	}
+	free(rows);
+}
+
+static job_row *load_rows(coord *c, uint64_t run_id, size_t *np)
+{
 	job_row *rows = NULL;
 	size_t n = 0, cap = 0;
 	sqlite3_stmt *st = store_q(c,
 				   "SELECT id, key, state, conclusion, ready, needs,"
-				   " json_extract(spec, '$.if') FROM jobs WHERE run_id = ? ORDER BY id",
+				   " json_extract(spec, '$.if'), expanded, continue_on_error"
+				   " FROM jobs WHERE run_id = ? ORDER BY id",
 				   "i", (int64_t)run_id);
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		if (n == cap) {
@@ -727,74 +837,120 @@ void sched_advance_run(coord *c, uint64_t run_id)
 		r->needs = json_loads(col_text(st, 5), 0, NULL);
 		r->cond = sqlite3_column_type(st, 6) == SQLITE_NULL ? NULL
 								    : kiln_strdup(col_text(st, 6));
+		r->expanded = sqlite3_column_int(st, 7) != 0;
+		r->continue_on_error = sqlite3_column_int(st, 8) != 0;
 	}
 	store_done(st);
+	*np = n;
+	return rows;
+}
 
-	store_begin(c);
-	bool changed;
-	do {
-		changed = false;
-		for (size_t i = 0; i < n; i++) {
-			job_row *r = &rows[i];
-			if (strcmp(r->state, "queued") != 0 || r->ready)
-				continue;
-			bool all_done = true, all_ok = true, any_failed = false;
-			size_t k;
-			json_t *need;
-			json_array_foreach(r->needs, k, need)
-			{
-				const char *nk = json_string_value(need);
-				for (size_t j = 0; j < n; j++) {
-					if (!nk || strcmp(rows[j].key, nk) != 0)
-						continue;
-					if (strcmp(rows[j].state, "completed") != 0)
-						all_done = false;
-					else if (strcmp(rows[j].conclusion, "success") != 0)
-						all_ok = false;
-					if (!strcmp(rows[j].conclusion, "failure"))
-						any_failed = true;
-				}
+static void finish_row(coord *c, job_row *r, const char *concl, const char *msg, int64_t now)
+{
+	free(r->state);
+	free(r->conclusion);
+	r->state = kiln_strdup("completed");
+	r->conclusion = kiln_strdup(concl);
+	store_x(c,
+		"UPDATE jobs SET state = 'completed', conclusion = ?, finished_ms = ?, message = ?"
+		" WHERE id = ?",
+		"titi", concl, now, msg, (int64_t)r->id);
+	if (strcmp(concl, "skipped") == 0 || strcmp(concl, "cancelled") == 0)
+		store_x(c,
+			"UPDATE steps SET state = 'completed', conclusion = ? WHERE job_id = ?"
+			" AND state != 'completed'",
+			"ti", concl, (int64_t)r->id);
+}
+
+/* Decides the queued jobs whose needs are done: its if: says run (then its matrix is
+   expanded and every instance is ready) or skip. Returns true if rows must be reloaded. */
+static bool decide(coord *c, uint64_t run_id, job_row *rows, size_t n, int64_t now, bool *changed)
+{
+	for (size_t i = 0; i < n; i++) {
+		job_row *r = &rows[i];
+		if (strcmp(r->state, "queued") != 0 || r->ready)
+			continue;
+		bool all_done = true, all_ok = true, any_failed = false;
+		size_t k;
+		json_t *need;
+		json_array_foreach(r->needs, k, need)
+		{
+			const char *nk = json_string_value(need);
+			for (size_t j = 0; j < n; j++) {
+				if (!nk || strcmp(rows[j].key, nk) != 0)
+					continue;
+				if (strcmp(rows[j].state, "completed") != 0)
+					all_done = false;
+				else if (strcmp(rows[j].conclusion, "success") != 0 &&
+					 !(rows[j].continue_on_error &&
+					   strcmp(rows[j].conclusion, "failure") == 0))
+					all_ok = false;
+				if (!strcmp(rows[j].conclusion, "failure") && !rows[j].continue_on_error)
+					any_failed = true;
 			}
-			if (!all_done)
-				continue;
-			int go = job_condition(c, run_id, r, all_ok, any_failed);
-			if (go < 0) {
-				_cleanup_free_ char *msg = kiln_asprintf("if: %s", kiln_errmsg());
-				free(r->state);
-				free(r->conclusion);
-				r->state = kiln_strdup("completed");
-				r->conclusion = kiln_strdup("failure");
-				store_x(c,
-					"UPDATE jobs SET state = 'completed', conclusion = 'failure',"
-					" finished_ms = ?, message = ? WHERE id = ?",
-					"iti", now, msg, (int64_t)r->id);
-			} else if (go) {
-				r->ready = true;
-				store_x(c, "UPDATE jobs SET ready = 1, ready_ms = ? WHERE id = ?", "ii",
-					now, (int64_t)r->id);
-			} else {
-				free(r->state);
-				free(r->conclusion);
-				r->state = kiln_strdup("completed");
-				r->conclusion = kiln_strdup("skipped");
-				store_x(c,
-					"UPDATE jobs SET state = 'completed', conclusion = 'skipped',"
-					" finished_ms = ? WHERE id = ?",
-					"ii", now, (int64_t)r->id);
-				store_x(c,
-					"UPDATE steps SET state = 'completed', conclusion = 'skipped'"
-					" WHERE job_id = ?",
-					"i", (int64_t)r->id);
-			}
-			changed = true;
 		}
-	} while (changed);
+		if (!all_done)
+			continue;
+		*changed = true;
+		json_t *ctx = job_contexts(c, run_id, r);
+		kiln_expr_ctx x = {.contexts = ctx,
+				   .status = all_ok ? KILN_EXPR_STATUS_SUCCESS
+					     : any_failed ? KILN_EXPR_STATUS_FAILURE
+							  : KILN_EXPR_STATUS_CANCELLED};
+		bool go = false;
+		const char *cond = r->cond && *r->cond ? r->cond : "success()";
+		if (kiln_expr_condition(cond, &x, &go) < 0) {
+			_cleanup_free_ char *msg = kiln_asprintf("if: %s", kiln_errmsg());
+			finish_row(c, r, "failure", msg, now);
+		} else if (!go) {
+			finish_row(c, r, "skipped", NULL, now);
+		} else if (!r->expanded) {
+			int got = coord_expand_job(c, r->id, ctx);
+			if (got < 0) {
+				_cleanup_free_ char *msg = kiln_strdup(kiln_errmsg());
+				finish_row(c, r, "failure", msg, now);
+			} else {
+				store_x(c,
+					"UPDATE jobs SET ready = 1, ready_ms = ? WHERE run_id = ? AND key = ?"
+					" AND state = 'queued'",
+					"iit", now, (int64_t)run_id, r->key);
+				json_decref(ctx);
+				return true; /* new rows: look again */
+			}
+		} else {
+			r->ready = true;
+			store_x(c, "UPDATE jobs SET ready = 1, ready_ms = ? WHERE id = ?", "ii", now,
+				(int64_t)r->id);
+		}
+		json_decref(ctx);
+	}
+	return false;
+}
 
-	bool done = true, failed = false, cancelled = false;
+void sched_advance_run(coord *c, uint64_t run_id)
+{
+	int64_t now = kiln_now_ms();
+	size_t n = 0;
+	job_row *rows = NULL;
+	store_begin(c);
+	for (;;) {
+		free_rows(rows, n);
+		rows = load_rows(c, run_id, &n);
+		bool changed;
+		bool reload = false;
+		do {
+			changed = false;
+			reload = decide(c, run_id, rows, n, now, &changed);
+		} while (changed && !reload);
+		if (!reload)
+			break;
+	}
+
+	bool done = n > 0, failed = false, cancelled = false;
 	for (size_t i = 0; i < n; i++) {
 		if (strcmp(rows[i].state, "completed") != 0)
 			done = false;
-		else if (strcmp(rows[i].conclusion, "failure") == 0)
+		else if (strcmp(rows[i].conclusion, "failure") == 0 && !rows[i].continue_on_error)
 			failed = true;
 		else if (strcmp(rows[i].conclusion, "cancelled") == 0)
 			cancelled = true;
@@ -805,21 +961,12 @@ void sched_advance_run(coord *c, uint64_t run_id)
 			"UPDATE runs SET state = 'completed', conclusion = ?, finished_ms = ?"
 			" WHERE id = ? AND state != 'completed'",
 			"tii", concl, now, (int64_t)run_id);
-		kiln_log(6, "run %llu completed: %s",
-			(unsigned long long)run_id, concl);
+		kiln_log(6, "run %llu completed: %s", (unsigned long long)run_id, concl);
 	}
 	store_commit(c);
 	if (done)
 		coord_log_close(c, run_id, 0);
-
-	for (size_t i = 0; i < n; i++) {
-		free(rows[i].key);
-		free(rows[i].state);
-		free(rows[i].conclusion);
-		json_decref(rows[i].needs);
-		free(rows[i].cond);
-	}
-	free(rows);
+	free_rows(rows, n);
 	sched_kick(c);
 	api_notify_run(c, run_id);
 }
