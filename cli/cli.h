@@ -27,6 +27,9 @@ void cli_summary(FILE *f, json_t *run);
 /* True when the run completed with success. */
 bool cli_run_ok(json_t *run);
 
+/* `kiln expr`: argv[0] is "expr". */
+int cli_expr(int argc, char **argv);
+
 /* `kiln run`: argv after the command name. */
 int cli_local_run(int argc, char **argv);
 

@@ -22,6 +22,8 @@ static void usage(FILE *f)
 	      "Local:\n"
 	      "  run [DIR] [-W FILE] [-j JOB] [--event E] [--json]\n"
 	      "                       run a repository's workflows on this machine\n"
+	      "  expr [--context FILE] EXPR | expr --jsonl\n"
+	      "                       evaluate a ${{ }} expression as GitHub does\n"
 	      "\n"
 	      "With a coordinator (--server URL, or KILN_SERVER):\n"
 	      "  submit --repo URL|PATH --ref REF [--sha SHA] [-W FILE] [--event E] [--json]\n"
@@ -360,6 +362,8 @@ int main(int argc, char **argv)
 	char **sub_argv = argv + i;
 	if (strcmp(cmd, "run") == 0)
 		return cli_local_run(sub_argc, sub_argv);
+	if (strcmp(cmd, "expr") == 0)
+		return cli_expr(sub_argc, sub_argv);
 	if (strcmp(cmd, "submit") == 0)
 		return cmd_submit(&g, sub_argc, sub_argv);
 	if (strcmp(cmd, "logs") == 0)

@@ -175,6 +175,7 @@ int coord_expand_job(coord *c, uint64_t job_id, json_t *contexts)
 		r = eval_int(json_object_get(spec, "max_parallel"), &x, &max_parallel);
 	size_t total = combos ? json_array_size(combos) : 1;
 	const char *name_raw = json_string_value(json_object_get(spec, "name"));
+	const char *name_prefix = json_string_value(json_object_get(spec, "name_prefix"));
 
 	for (size_t i = 0; r == 0 && i < total; i++) {
 		json_t *combo = combos ? json_array_get(combos, i) : NULL;
@@ -203,6 +204,11 @@ int coord_expand_job(coord *c, uint64_t job_id, json_t *contexts)
 			json_decref(nv);
 		} else {
 			name = combo ? kiln_matrix_job_name(key, combo) : kiln_strdup(key);
+		}
+		if (name && name_prefix) { /* a called job: "caller / job", as GitHub shows it */
+			char *full = kiln_asprintf("%s / %s", name_prefix, name);
+			free(name);
+			name = full;
 		}
 		json_t *labels = NULL;
 		if (r == 0)

@@ -34,7 +34,36 @@ typedef struct plan {
 	char *repo, *ref, *sha, *event;
 	bool worktree;
 	json_t *runs; /* [{workflow, name, jobs: [{key, name, needs, runs_on, spec, steps}]}] */
+	/* where workflow files come from: inline files, or the mirror at sha */
+	json_t *files;
+	char *mirror;
+	size_t calls; /* reusable workflows called so far in this run */
 } plan;
+
+#define MAX_CALL_DEPTH 9 /* GitHub: ten levels of workflows, the caller and nine called */
+#define MAX_CALLS 50     /* distinct reusable workflows one run may call */
+
+/* Reads a workflow file of the run's source. */
+static int source_read(plan *p, const char *path, char **text, size_t *len)
+{
+	if (p->files) {
+		size_t i;
+		json_t *f;
+		json_array_foreach(p->files, i, f)
+		{
+			const char *fp = json_string_value(json_object_get(f, "path"));
+			json_t *content = json_object_get(f, "content");
+			if (fp && strcmp(fp, path) == 0 && json_is_string(content)) {
+				*len = json_string_length(content);
+				*text = kiln_malloc(*len + 1);
+				memcpy(*text, json_string_value(content), *len + 1);
+				return 0;
+			}
+		}
+		return kiln_err(ENOENT, "%s: no such workflow file", path);
+	}
+	return kiln_git_read_file(p->mirror, p->sha, path, MAX_WORKFLOW_BYTES, text, len);
+}
 
 static json_t *env_json(const kiln_env *env)
 {
@@ -104,7 +133,8 @@ static int node_json_keep_expr(const char *file, const kiln_ynode *n, json_t **o
 /* The job's spec, as sent to agents: env layered workflow then job, steps, defaults; and
    what the scheduler evaluates when the job's needs are done (matrix, name, runs-on,
    fail-fast, max-parallel, continue-on-error). NULL with a message on error. */
-static json_t *job_json(const kiln_workflow *wf, const kiln_job *j)
+static json_t *job_json(const kiln_workflow *wf, const kiln_job *j, const char *key,
+		       json_t *needs, const char *parent, const char *name_prefix)
 {
 	json_t *env = env_json(&wf->env), *job_env = env_json(&j->env);
 	json_array_extend(env, job_env);
@@ -163,9 +193,170 @@ static json_t *job_json(const kiln_workflow *wf, const kiln_job *j)
 		json_object_set_new(spec, "max_parallel", json_integer(j->max_parallel));
 	if (j->continue_on_error && strcmp(j->continue_on_error, "false") != 0)
 		json_object_set_new(spec, "continue_on_error", json_string(j->continue_on_error));
-	return json_pack("{s:s, s:s, s:o, s:o, s:o, s:o}", "key", j->id, "name",
-			 j->name && *j->name ? j->name : j->id, "needs", strv_json(&j->needs),
-			 "runs_on", strv_json(&j->runs_on), "spec", spec, "steps", names);
+	if (name_prefix)
+		json_object_set_new(spec, "name_prefix", json_string(name_prefix));
+	json_t *out = json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:s}", "key", key, "name",
+				j->name && *j->name ? j->name : j->id, "needs", needs, "runs_on",
+				strv_json(&j->runs_on), "spec", spec, "steps", names, "kind", "job");
+	if (parent)
+		json_object_set_new(out, "parent", json_string(parent));
+	return out;
+}
+
+static const kiln_event *find_event(const kiln_workflow *wf, const char *name)
+{
+	for (size_t i = 0; i < wf->nevents; i++)
+		if (strcmp(wf->events[i].name, name) == 0)
+			return &wf->events[i];
+	return NULL;
+}
+
+static int add_jobs(plan *p, const kiln_workflow *wf, const char *prefix, const char *parent,
+		    const char *name_prefix, json_t *parent_needs, int depth, const bool *keep,
+		    json_t *jobs);
+
+/* A job that calls a local reusable workflow: a call row, then the called jobs under it. */
+static int add_call(plan *p, const kiln_workflow *wf, const kiln_job *j, const char *key,
+		    json_t *needs, const char *parent, const char *name_prefix, int depth,
+		    json_t *jobs)
+{
+	const char *uses = j->uses;
+	if (!j->uses_local) {
+		/* a remote reusable workflow: the job fails when it runs, naming it */
+		_cleanup_free_ char *msg =
+			kiln_asprintf("kiln cannot run the remote reusable workflow '%s' yet", uses);
+		json_t *row = json_pack("{s:s, s:s, s:o, s:[], s:{s:s, s:s}, s:[], s:s}", "key", key,
+					"name", j->name && *j->name ? j->name : j->id, "needs",
+					needs, "runs_on", "spec", "error", msg, "workflow_name",
+					wf->name ? wf->name : wf->file, "steps", "kind", "call");
+		if (parent)
+			json_object_set_new(row, "parent", json_string(parent));
+		json_array_append_new(jobs, row);
+		return 0;
+	}
+	if (depth >= MAX_CALL_DEPTH) {
+		json_decref(needs);
+		return kiln_err(ELOOP, "%s:%d:%d: %s: more than %d levels of reusable workflows",
+				wf->file, j->line, j->col, uses, MAX_CALL_DEPTH + 1);
+	}
+	if (++p->calls > MAX_CALLS) {
+		json_decref(needs);
+		return kiln_err(E2BIG, "%s:%d:%d: more than %d reusable workflow calls in one run",
+				wf->file, j->line, j->col, MAX_CALLS);
+	}
+	const char *path = strncmp(uses, "./", 2) == 0 ? uses + 2 : uses;
+	_cleanup_free_ char *clean = strndup(path, strcspn(path, "@"));
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	kiln_workflow *callee = NULL;
+	int r = source_read(p, clean, &text, &len);
+	if (r < 0) {
+		json_decref(needs);
+		return kiln_err(r, "%s:%d:%d: %s", wf->file, j->line, j->col, kiln_errmsg());
+	}
+	if ((r = kiln_workflow_parse(clean, text, len, &callee)) < 0) {
+		json_decref(needs);
+		return r;
+	}
+	const kiln_event *call = find_event(callee, "workflow_call");
+	if (!call) {
+		kiln_workflow_free(callee);
+		json_decref(needs);
+		return kiln_err(EINVAL, "%s:%d:%d: %s is not a reusable workflow (no on: workflow_call)",
+				wf->file, j->line, j->col, clean);
+	}
+	/* with: must name declared inputs, and give every required one */
+	for (size_t i = 0; i < j->with.n; i++) {
+		bool known = false;
+		for (size_t k = 0; k < call->ninputs && !known; k++)
+			known = strcmp(call->inputs[k].name, j->with.v[i].key) == 0;
+		if (!known) {
+			kiln_workflow_free(callee);
+			json_decref(needs);
+			return kiln_err(EINVAL, "%s:%d:%d: %s has no input '%s'", wf->file, j->line,
+					j->col, clean, j->with.v[i].key);
+		}
+	}
+	json_t *inputs = json_array();
+	for (size_t k = 0; k < call->ninputs; k++) {
+		const kiln_input *in = &call->inputs[k];
+		bool given = kiln_env_get(&j->with, in->name) != NULL;
+		if (in->required && !given && !in->default_value) {
+			json_decref(inputs);
+			kiln_workflow_free(callee);
+			json_decref(needs);
+			return kiln_err(EINVAL, "%s:%d:%d: input '%s' of %s is required", wf->file,
+					j->line, j->col, in->name, clean);
+		}
+		json_t *o = json_pack("{s:s, s:s}", "name", in->name, "type",
+				      in->type == KILN_INPUT_BOOLEAN  ? "boolean"
+				      : in->type == KILN_INPUT_NUMBER ? "number"
+								      : "string");
+		if (in->default_value)
+			json_object_set_new(o, "default", json_string(in->default_value));
+		json_array_append_new(inputs, o);
+	}
+	json_t *outputs = json_object();
+	for (size_t k = 0; k < call->noutputs; k++)
+		json_object_set_new(outputs, call->outputs[k].name,
+				    json_string(call->outputs[k].value ? call->outputs[k].value : ""));
+	const char *display = j->name && *j->name ? j->name : j->id;
+	_cleanup_free_ char *shown = name_prefix ? kiln_asprintf("%s / %s", name_prefix, display)
+						 : kiln_strdup(display);
+	json_t *spec = json_pack("{s:{s:o, s:o, s:o}, s:s}", "call", "with", env_json(&j->with),
+				 "inputs", inputs, "outputs", outputs, "workflow_name",
+				 callee->name ? callee->name : clean);
+	if (j->if_cond && *j->if_cond)
+		json_object_set_new(spec, "if", json_string(j->if_cond));
+	json_t *row = json_pack("{s:s, s:s, s:O, s:[], s:o, s:[], s:s}", "key", key, "name", shown,
+				"needs", needs, "runs_on", "spec", spec, "steps", "kind", "call");
+	if (parent)
+		json_object_set_new(row, "parent", json_string(parent));
+	json_array_append_new(jobs, row);
+	json_t *gate = json_pack("[s]", key);
+	r = add_jobs(p, callee, key, key, shown, gate, depth + 1, NULL, jobs);
+	json_decref(gate);
+	json_decref(needs);
+	kiln_workflow_free(callee);
+	return r;
+}
+
+/* Adds the jobs of wf, keys under `prefix` ("caller/job"), in an order where needs come
+   first; the jobs without needs of a called workflow need its call row (`parent_needs`). */
+static int add_jobs(plan *p, const kiln_workflow *wf, const char *prefix, const char *parent,
+		    const char *name_prefix, json_t *parent_needs, int depth, const bool *keep,
+		    json_t *jobs)
+{
+	size_t *order = kiln_calloc(wf->njobs ? wf->njobs : 1, sizeof *order);
+	kiln_workflow_order(wf, order);
+	int r = 0;
+	for (size_t i = 0; i < wf->njobs && r == 0; i++) {
+		const kiln_job *j = &wf->jobs[order[i]];
+		if (keep && !keep[order[i]])
+			continue;
+		_cleanup_free_ char *key =
+			prefix ? kiln_asprintf("%s/%s", prefix, j->id) : kiln_strdup(j->id);
+		json_t *needs = json_array();
+		for (size_t k = 0; k < j->needs.n; k++) {
+			char *nk = prefix ? kiln_asprintf("%s/%s", prefix, j->needs.v[k])
+					  : kiln_strdup(j->needs.v[k]);
+			json_array_append_new(needs, json_string(nk));
+			free(nk);
+		}
+		if (!j->needs.n && parent_needs)
+			json_array_extend(needs, parent_needs);
+		if (j->is_call) {
+			r = add_call(p, wf, j, key, needs, parent, name_prefix, depth, jobs);
+			continue;
+		}
+		json_t *jj = job_json(wf, j, key, needs, parent, name_prefix);
+		if (!jj)
+			r = -EINVAL;
+		else
+			json_array_append_new(jobs, jj);
+	}
+	free(order);
+	return r;
 }
 
 /* Marks job `id` and, transitively, what it needs. */
@@ -193,33 +384,25 @@ static int plan_workflow(plan *p, const char *path, const char *text, size_t len
 		kiln_workflow_free(wf);
 		return 0;
 	}
-	bool *keep = kiln_calloc(wf->njobs ? wf->njobs : 1, sizeof *keep);
-	if (job)
+	bool *keep = NULL;
+	if (job) {
+		keep = kiln_calloc(wf->njobs ? wf->njobs : 1, sizeof *keep);
 		mark_needed(wf, job, keep);
-	size_t *order = kiln_calloc(wf->njobs ? wf->njobs : 1, sizeof *order);
-	kiln_workflow_order(wf, order);
+	}
 	json_t *jobs = json_array();
-	for (size_t i = 0; i < wf->njobs; i++) {
-		const kiln_job *j = &wf->jobs[order[i]];
-		if (job && !keep[order[i]])
-			continue;
-		json_t *jj = job_json(wf, j);
-		if (!jj) {
-			json_decref(jobs);
-			free(order);
-			free(keep);
-			kiln_workflow_free(wf);
-			return -EINVAL;
-		}
-		json_array_append_new(jobs, jj);
+	p->calls = 0;
+	r = add_jobs(p, wf, NULL, NULL, NULL, NULL, 0, keep, jobs);
+	free(keep);
+	if (r < 0) {
+		json_decref(jobs);
+		kiln_workflow_free(wf);
+		return r;
 	}
 	if (json_array_size(jobs))
 		json_array_append_new(p->runs, json_pack("{s:s, s:s, s:o}", "workflow", path, "name",
 							 wf->name ? wf->name : path, "jobs", jobs));
 	else
 		json_decref(jobs);
-	free(order);
-	free(keep);
 	kiln_workflow_free(wf);
 	return 0;
 }
@@ -252,9 +435,9 @@ static int plan_fail(plan *p, int status, const char *msg)
 static int plan_from_git(plan *p, const char *want, const char *job)
 {
 	_cleanup_free_ char *mirrors = kiln_asprintf("%s/mirrors", p->c->data_dir);
-	_cleanup_free_ char *mirror = NULL;
-	if (kiln_mkdir_p(mirrors, 0750) < 0 || kiln_git_mirror(mirrors, p->repo, &mirror) < 0)
+	if (kiln_mkdir_p(mirrors, 0750) < 0 || kiln_git_mirror(mirrors, p->repo, &p->mirror) < 0)
 		return plan_fail(p, 422, kiln_errmsg());
+	const char *mirror = p->mirror;
 	char sha[41];
 	const char *rev = p->sha && *p->sha ? p->sha : p->ref;
 	if (kiln_git_resolve(mirror, rev, sha) < 0)
@@ -298,6 +481,7 @@ static int plan_from_git(plan *p, const char *want, const char *job)
 
 static int plan_from_files(plan *p, json_t *files, const char *want, const char *job)
 {
+	p->files = files;
 	size_t i;
 	json_t *f;
 	size_t found = 0;
@@ -412,12 +596,13 @@ static uint64_t insert_run(coord *c, plan *p, json_t *run)
 		char *runs_on = json_dumps(json_object_get(j, "runs_on"), JSON_COMPACT);
 		char *spec = json_dumps(json_object_get(j, "spec"), JSON_COMPACT);
 		store_x(c,
-			"INSERT INTO jobs(run_id, key, name, needs, runs_on, spec, retries_left)"
-			" VALUES(?, ?, ?, ?, ?, ?, ?)",
-			"ittttti", (int64_t)run_id,
+			"INSERT INTO jobs(run_id, key, name, needs, runs_on, spec, retries_left, kind,"
+			" parent) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+			"itttttitt", (int64_t)run_id,
 			json_string_value(json_object_get(j, "key")),
 			json_string_value(json_object_get(j, "name")), needs, runs_on, spec,
-			(int64_t)c->cfg.retries);
+			(int64_t)c->cfg.retries, json_string_value(json_object_get(j, "kind")),
+			json_string_value(json_object_get(j, "parent")));
 		uint64_t job_id = (uint64_t)sqlite3_last_insert_rowid(c->db);
 		size_t k;
 		json_t *name;
@@ -479,5 +664,6 @@ static void write_runs(coord *c, void *arg)
 	free(p->ref);
 	free(p->sha);
 	free(p->event);
+	free(p->mirror);
 	free(p);
 }

@@ -284,6 +284,20 @@ static json_t *needs_context(coord *c, uint64_t run_id, json_t *keys)
 	return needs;
 }
 
+/* The `inputs` of jobs in a called workflow: their call row's evaluated with:. */
+static json_t *inputs_of(coord *c, uint64_t run_id, const char *parent)
+{
+	json_t *in = NULL;
+	if (parent) {
+		sqlite3_stmt *st = store_q(c, "SELECT inputs FROM jobs WHERE run_id = ? AND key = ?",
+					   "it", (int64_t)run_id, parent);
+		if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+			in = json_loads(col_text(st, 0), 0, NULL);
+		store_done(st);
+	}
+	return json_is_object(in) ? in : (json_decref(in), json_object());
+}
+
 /* The `github` context of a run. */
 static json_t *github_context(uint64_t run_id, int64_t number, uint32_t attempt, const char *repo,
 			      const char *sha, const char *ref, const char *event,
@@ -322,7 +336,7 @@ static void send_assignment(coord *c, bus_ctx *ctx, uint64_t id)
 	sqlite3_stmt *st = store_q(
 		c,
 		"SELECT j.id, j.run_id, j.attempt, j.key, j.name, j.spec, r.repo, r.sha, r.ref,"
-		" r.worktree, r.workflow, r.event, r.number, j.needs, j.matrix, j.strategy"
+		" r.worktree, r.workflow, r.event, r.number, j.needs, j.matrix, j.strategy, j.parent"
 		" FROM jobs j JOIN runs r ON r.id = j.run_id WHERE j.id = ?",
 		"i", (int64_t)id);
 	if (sqlite3_step(st) != SQLITE_ROW) {
@@ -351,10 +365,13 @@ static void send_assignment(coord *c, bus_ctx *ctx, uint64_t id)
 	json_t *strategy = sqlite3_column_type(st, 15) == SQLITE_NULL
 				   ? json_object()
 				   : json_loads(col_text(st, 15), 0, NULL);
+	_cleanup_free_ char *parent = sqlite3_column_type(st, 16) == SQLITE_NULL
+					      ? NULL
+					      : kiln_strdup(col_text(st, 16));
 	store_done(st);
 
 	json_t *contexts = json_pack(
-		"{s:o, s:o, s:o, s:o, s:{}, s:{}, s:{}}", "github",
+		"{s:o, s:o, s:o, s:o, s:{}, s:{}}", "github",
 		github_context(ja.run_id, (int64_t)ja.run_number, ja.attempt, repo, sha, ref, event,
 			       json_string_value(json_object_get(spec, "workflow_name"))
 				       ? json_string_value(json_object_get(spec, "workflow_name"))
@@ -362,7 +379,8 @@ static void send_assignment(coord *c, bus_ctx *ctx, uint64_t id)
 			       key),
 		"needs", needs_context(c, ja.run_id, needs_keys), "matrix",
 		matrix ? matrix : json_object(), "strategy", strategy ? strategy : json_object(),
-		"inputs", "vars", "secrets");
+		"vars", "secrets");
+	json_object_set_new(contexts, "inputs", inputs_of(c, ja.run_id, parent));
 	json_decref(needs_keys);
 	_cleanup_free_ char *context_json = json_dumps(contexts, JSON_COMPACT);
 	json_decref(contexts);
@@ -784,7 +802,9 @@ typedef struct job_row {
 	char *key, *state, *conclusion;
 	bool ready, expanded, continue_on_error;
 	json_t *needs;
-	char *cond; /* the job's if:, or NULL */
+	char *cond;   /* the job's if:, or NULL */
+	bool call;    /* a reusable workflow's call row */
+	char *parent; /* the call row this job belongs to, or NULL */
 } job_row;
 
 /* The contexts a job-level expression sees: github, needs, vars, inputs. */
@@ -798,8 +818,9 @@ static json_t *job_contexts(coord *c, uint64_t run_id, const job_row *r)
 				    col_text(st, 2), col_text(st, 3), col_text(st, 4),
 				    col_text(st, 5), r->key);
 	store_done(st);
-	return json_pack("{s:o, s:o, s:{}, s:{}}", "github", gh ? gh : json_object(), "needs",
-			 needs_context(c, run_id, r->needs), "vars", "inputs");
+	return json_pack("{s:o, s:o, s:{}, s:o}", "github", gh ? gh : json_object(), "needs",
+			 needs_context(c, run_id, r->needs), "vars", "inputs",
+			 inputs_of(c, run_id, r->parent));
 }
 
 static void free_rows(job_row *rows, size_t n)
@@ -810,6 +831,7 @@ static void free_rows(job_row *rows, size_t n)
 		free(rows[i].conclusion);
 		json_decref(rows[i].needs);
 		free(rows[i].cond);
+		free(rows[i].parent);
 	}
 	free(rows);
 }
@@ -820,7 +842,7 @@ static job_row *load_rows(coord *c, uint64_t run_id, size_t *np)
 	size_t n = 0, cap = 0;
 	sqlite3_stmt *st = store_q(c,
 				   "SELECT id, key, state, conclusion, ready, needs,"
-				   " json_extract(spec, '$.if'), expanded, continue_on_error"
+				   " json_extract(spec, '$.if'), expanded, continue_on_error, kind, parent"
 				   " FROM jobs WHERE run_id = ? ORDER BY id",
 				   "i", (int64_t)run_id);
 	while (sqlite3_step(st) == SQLITE_ROW) {
@@ -839,6 +861,9 @@ static job_row *load_rows(coord *c, uint64_t run_id, size_t *np)
 								    : kiln_strdup(col_text(st, 6));
 		r->expanded = sqlite3_column_int(st, 7) != 0;
 		r->continue_on_error = sqlite3_column_int(st, 8) != 0;
+		r->call = strcmp(col_text(st, 9), "call") == 0;
+		r->parent = sqlite3_column_type(st, 10) == SQLITE_NULL ? NULL
+								     : kiln_strdup(col_text(st, 10));
 	}
 	store_done(st);
 	*np = n;
@@ -862,12 +887,153 @@ static void finish_row(coord *c, job_row *r, const char *concl, const char *msg,
 			"ti", concl, (int64_t)r->id);
 }
 
+/* Starts a call row: its with: becomes the called jobs' `inputs` (defaults filled, types
+   as declared). A remote call, or a bad input, fails it with a message. */
+static void call_start(coord *c, job_row *r, json_t *ctx, int64_t now)
+{
+	sqlite3_stmt *st = store_q(c, "SELECT spec FROM jobs WHERE id = ?", "i", (int64_t)r->id);
+	json_t *spec = sqlite3_step(st) == SQLITE_ROW ? json_loads(col_text(st, 0), 0, NULL) : NULL;
+	store_done(st);
+	const char *err = json_string_value(json_object_get(spec, "error"));
+	if (err) {
+		finish_row(c, r, "failure", err, now);
+		json_decref(spec);
+		return;
+	}
+	json_t *call = json_object_get(spec, "call");
+	json_t *with = json_object();
+	size_t i;
+	json_t *kv;
+	json_array_foreach(json_object_get(call, "with"), i, kv)
+		json_object_set(with, json_string_value(json_array_get(kv, 0)), json_array_get(kv, 1));
+	kiln_expr_ctx x = {.contexts = ctx};
+	json_t *inputs = json_object();
+	json_t *in;
+	int rc = 0;
+	json_array_foreach(json_object_get(call, "inputs"), i, in)
+	{
+		const char *name = json_string_value(json_object_get(in, "name"));
+		const char *type = json_string_value(json_object_get(in, "type"));
+		json_t *raw = json_object_get(with, name);
+		if (!raw)
+			raw = json_object_get(in, "default");
+		json_t *v = NULL;
+		if (raw && (rc = coord_eval_tree(raw, &x, &v)) < 0)
+			break;
+		if (!v) {
+			v = strcmp(type, "boolean") == 0 ? json_false()
+			    : strcmp(type, "number") == 0 ? json_integer(0) : json_string("");
+		} else if (json_is_string(v) && strcmp(type, "boolean") == 0) {
+			json_t *b = json_boolean(strcmp(json_string_value(v), "true") == 0);
+			json_decref(v);
+			v = b;
+		} else if (json_is_string(v) && strcmp(type, "number") == 0) {
+			json_t *num = json_real(strtod(json_string_value(v), NULL));
+			json_decref(v);
+			v = num;
+		}
+		json_object_set_new(inputs, name, v);
+	}
+	if (rc < 0) {
+		_cleanup_free_ char *msg = kiln_asprintf("with: %s", kiln_errmsg());
+		finish_row(c, r, "failure", msg, now);
+	} else {
+		_cleanup_free_ char *text = json_dumps(inputs, JSON_COMPACT);
+		free(r->state);
+		r->state = kiln_strdup("running");
+		store_x(c, "UPDATE jobs SET state = 'running', inputs = ?, started_ms = ? WHERE id = ?",
+			"tii", text, now, (int64_t)r->id);
+	}
+	json_decref(inputs);
+	json_decref(with);
+	json_decref(spec);
+}
+
+/* Completes a running call row once every job under it is done: its result, and its
+   outputs from on.workflow_call.outputs with the called jobs as `jobs`. */
+static bool call_finish(coord *c, uint64_t run_id, job_row *r, job_row *rows, size_t n,
+			int64_t now)
+{
+	size_t kl = strlen(r->key);
+	bool failed = false, cancelled = false;
+	json_t *jobs = json_object();
+	for (size_t i = 0; i < n; i++) {
+		const char *k = rows[i].key;
+		if (strncmp(k, r->key, kl) != 0 || k[kl] != '/')
+			continue;
+		if (strcmp(rows[i].state, "completed") != 0) {
+			json_decref(jobs);
+			return false;
+		}
+		if (!strcmp(rows[i].conclusion, "failure") && !rows[i].continue_on_error)
+			failed = true;
+		if (!strcmp(rows[i].conclusion, "cancelled"))
+			cancelled = true;
+		if (!strchr(k + kl + 1, '/')) /* a direct child: part of the `jobs` context */
+			json_object_set_new(jobs, k + kl + 1, json_string(k));
+	}
+	json_t *keys = json_array();
+	const char *local;
+	json_t *full;
+	json_object_foreach(jobs, local, full)
+		json_array_append(keys, full);
+	json_t *by_key = needs_context(c, run_id, keys);
+	json_t *jctx = json_object();
+	json_object_foreach(jobs, local, full)
+		json_object_set(jctx, local, json_object_get(by_key, json_string_value(full)));
+	json_decref(by_key);
+	json_decref(keys);
+	json_decref(jobs);
+
+	sqlite3_stmt *st = store_q(c, "SELECT json_extract(spec, '$.call.outputs') FROM jobs"
+				      " WHERE id = ?", "i", (int64_t)r->id);
+	json_t *outs = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL
+			       ? json_loads(col_text(st, 0), 0, NULL)
+			       : NULL;
+	store_done(st);
+	json_t *ctx = json_pack("{s:o, s:o, s:{}}", "jobs", jctx, "inputs",
+				inputs_of(c, run_id, r->key), "github");
+	kiln_expr_ctx x = {.contexts = ctx};
+	json_t *values = json_object();
+	const char *name;
+	json_t *expr;
+	json_object_foreach(outs, name, expr)
+	{
+		json_t *v = NULL;
+		if (coord_eval_tree(expr, &x, &v) == 0) {
+			char *str = kiln_expr_to_string(v);
+			json_object_set_new(values, name, json_string(str));
+			free(str);
+		}
+		json_decref(v);
+	}
+	_cleanup_free_ char *text = json_dumps(values, JSON_COMPACT);
+	json_decref(values);
+	json_decref(outs);
+	json_decref(ctx);
+	const char *concl = failed ? "failure" : cancelled ? "cancelled" : "success";
+	free(r->state);
+	free(r->conclusion);
+	r->state = kiln_strdup("completed");
+	r->conclusion = kiln_strdup(concl);
+	store_x(c,
+		"UPDATE jobs SET state = 'completed', conclusion = ?, finished_ms = ?, outputs = ?"
+		" WHERE id = ?",
+		"titi", concl, now, text, (int64_t)r->id);
+	return true;
+}
+
 /* Decides the queued jobs whose needs are done: its if: says run (then its matrix is
    expanded and every instance is ready) or skip. Returns true if rows must be reloaded. */
 static bool decide(coord *c, uint64_t run_id, job_row *rows, size_t n, int64_t now, bool *changed)
 {
 	for (size_t i = 0; i < n; i++) {
 		job_row *r = &rows[i];
+		if (r->call && strcmp(r->state, "running") == 0) {
+			if (call_finish(c, run_id, r, rows, n, now))
+				*changed = true;
+			continue;
+		}
 		if (strcmp(r->state, "queued") != 0 || r->ready)
 			continue;
 		bool all_done = true, all_ok = true, any_failed = false;
@@ -879,6 +1045,16 @@ static bool decide(coord *c, uint64_t run_id, job_row *rows, size_t n, int64_t n
 			for (size_t j = 0; j < n; j++) {
 				if (!nk || strcmp(rows[j].key, nk) != 0)
 					continue;
+				/* a called job's need on its own call row: met once the call started */
+				size_t kl = strlen(nk);
+				if (rows[j].call && strncmp(r->key, nk, kl) == 0 && r->key[kl] == '/') {
+					if (strcmp(rows[j].state, "queued") == 0)
+						all_done = false;
+					else if (strcmp(rows[j].state, "running") != 0 &&
+						 strcmp(rows[j].conclusion, "success") != 0)
+						all_ok = false;
+					continue;
+				}
 				if (strcmp(rows[j].state, "completed") != 0)
 					all_done = false;
 				else if (strcmp(rows[j].conclusion, "success") != 0 &&
@@ -904,6 +1080,8 @@ static bool decide(coord *c, uint64_t run_id, job_row *rows, size_t n, int64_t n
 			finish_row(c, r, "failure", msg, now);
 		} else if (!go) {
 			finish_row(c, r, "skipped", NULL, now);
+		} else if (r->call) {
+			call_start(c, r, ctx, now);
 		} else if (!r->expanded) {
 			int got = coord_expand_job(c, r->id, ctx);
 			if (got < 0) {

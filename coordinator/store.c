@@ -35,7 +35,11 @@ static const char schema[] =
 	" outputs TEXT NOT NULL DEFAULT '{}', matrix TEXT, strategy TEXT,"
 	" idx INTEGER NOT NULL DEFAULT 0, expanded INTEGER NOT NULL DEFAULT 0,"
 	" cancel_requested INTEGER NOT NULL DEFAULT 0, cancel_sent INTEGER NOT NULL DEFAULT 0,"
-	" continue_on_error INTEGER NOT NULL DEFAULT 0, UNIQUE(run_id, key, idx));"
+	" continue_on_error INTEGER NOT NULL DEFAULT 0,"
+	" kind TEXT NOT NULL DEFAULT 'job',"   /* job | call (a reusable workflow's call row) */
+	" parent TEXT,"                        /* the call row a called job belongs to */
+	" inputs TEXT,"                        /* a call row's evaluated with: */
+	" UNIQUE(run_id, key, idx));"
 	"CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(state, ready);"
 	"CREATE TABLE IF NOT EXISTS steps("
 	" job_id INTEGER NOT NULL REFERENCES jobs(id), idx INTEGER NOT NULL, name TEXT NOT NULL,"

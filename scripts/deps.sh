@@ -26,3 +26,24 @@ if ((${#missing[@]})); then
 	$SUDO apt-get update -qq
 	$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# The differential tests drive GitHub's own expression evaluator and workflow
+# parser (tests/oracle): node from Debian when there is none, then the npm
+# packages that tests/oracle/package-lock.json pins, again when the lock changes.
+oracle=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/oracle
+if [ ! -d "$oracle/node_modules/@actions/expressions" ] ||
+	[ "$oracle/package-lock.json" -nt "$oracle/node_modules/.package-lock.json" ]; then
+	node_missing=()
+	command -v node >/dev/null 2>&1 || node_missing+=(nodejs)
+	command -v npm >/dev/null 2>&1 || node_missing+=(npm)
+	if ((${#node_missing[@]})); then
+		echo "deps: installing ${node_missing[*]}" >&2
+		SUDO=
+		[ "$(id -u)" -eq 0 ] || SUDO=sudo
+		export DEBIAN_FRONTEND=noninteractive
+		$SUDO apt-get update -qq
+		$SUDO apt-get install -y -qq --no-install-recommends "${node_missing[@]}" >/dev/null
+	fi
+	echo "deps: installing the npm packages of tests/oracle" >&2
+	(cd "$oracle" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi

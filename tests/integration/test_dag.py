@@ -135,9 +135,11 @@ def test_agents_registered():
     assert sorted(a['name'] for a in json.loads(r.stdout)['agents']) == ['agent-1', 'agent-2']
 
 
-def submit(workflow):
-    r = kiln.run_cli('submit', '--repo', state['repo'], '--ref', 'main', '-W', workflow,
-                     server=state['server'], check=0)
+def submit(workflow, relative=False):
+    # relative: `--repo .` from inside the repository (the CLI sends the absolute path)
+    r = kiln.run_cli('submit', '--repo', '.' if relative else state['repo'], '--ref', 'main',
+                     '-W', workflow, server=state['server'], check=0,
+                     cwd=state['repo'] if relative else None)
     lines = r.stdout.strip().splitlines()
     assert lines and re.fullmatch(r'\d+', lines[-1]), kiln.describe(r)
     return int(lines[-1])
@@ -271,7 +273,7 @@ def test_dag_success():
 def test_failure_propagates():
     coord = state['coord']
     R.watch(coord, *state['agents'])
-    run_id = submit('fails.yml')
+    run_id = submit('fails.yml', relative=True)
     state['fail_run'] = run_id
     follow = kiln.run_cli('logs', '-f', run_id, server=state['server'], timeout=60)
     assert follow.returncode == 1, kiln.describe(follow)
