@@ -203,7 +203,9 @@ int coord_expand_job(coord *c, uint64_t job_id, json_t *contexts)
 			}
 			json_decref(nv);
 		} else {
-			name = combo ? kiln_matrix_job_name(key, combo) : kiln_strdup(key);
+			/* a called job is shown by its own id: "caller / job" */
+			const char *base = name_prefix && strrchr(key, '/') ? strrchr(key, '/') + 1 : key;
+			name = combo ? kiln_matrix_job_name(base, combo) : kiln_strdup(base);
 		}
 		if (name && name_prefix) { /* a called job: "caller / job", as GitHub shows it */
 			char *full = kiln_asprintf("%s / %s", name_prefix, name);

@@ -1,23 +1,16 @@
 /* test_coord — the coordinator library in process: the API, the planner and
    the scheduler, with a real agent joined over inproc:// running real steps. */
-#include "agent/agent.h"
-#include "coordinator/coord.h"
-#include "common/util.h"
 #include "tests/harness/check.h"
+#include "tests/harness/inproc.h"
 
-#include <jansson.h>
 #include <unistd.h>
 
-static coord *c;
+static fixture f;
 
 static int api(const char *method, const char *path, const char *query, const char *body,
 	       json_t **out)
 {
-	char *text = NULL;
-	int status = coord_api_sync(c, method, path, query, body, &text);
-	*out = json_loads(text ? text : "null", JSON_DECODE_ANY, NULL);
-	free(text);
-	return status;
+	return fx_api(&f, method, path, query, body, out);
 }
 
 static const char dag[] =
@@ -68,26 +61,12 @@ static json_t *job_named(json_t *run, const char *key)
 	return NULL;
 }
 
-static const char *sfield(json_t *o, const char *k)
-{
-	const char *s = json_string_value(json_object_get(o, k));
-	return s ? s : "(null)";
-}
-
 int main(void)
 {
-	kiln_log_setup("test", KILN_LOG_ERR);
-	char *dir = NULL;
-	CHECK(kiln_mkdtemp("kiln-test-coord", &dir) == 0);
-	_cleanup_free_ char *data = kiln_asprintf("%s/data", dir);
-	_cleanup_free_ char *work = kiln_asprintf("%s/work", dir);
-	coord_config cfg = COORD_CONFIG_INIT;
-	cfg.listen = "inproc://test-coord";
-	cfg.data_dir = data;
-	CHECK(coord_start(&cfg, &c) == 0);
-	if (!c)
+	CHECK(fx_start(&f, "test-coord", NULL, 0) == 0);
+	if (!f.c)
 		return check_done();
-	CHECK_STR(coord_bus_url(c), "inproc://test-coord");
+	CHECK_STR(coord_bus_url(f.c), "inproc://test-coord");
 
 	json_t *v = NULL;
 	CHECK_INT(api("GET", "/healthz", NULL, NULL, &v), 200);
@@ -110,8 +89,8 @@ int main(void)
 				"    steps:\n      - run: 'true'\n");
 	char *body = json_dumps(bad, 0);
 	CHECK_INT(api("POST", "/api/v1/runs", NULL, body, &v), 422);
-	CHECK(strstr(sfield(v, "error"), ".github/workflows/x.yml:") != NULL);
-	CHECK(strstr(sfield(v, "error"), "cycle") != NULL);
+	CHECK(strstr(fx_str(v, "error"), ".github/workflows/x.yml:") != NULL);
+	CHECK(strstr(fx_str(v, "error"), "cycle") != NULL);
 	json_decref(v);
 	free(body);
 	json_decref(bad);
@@ -120,10 +99,7 @@ int main(void)
 	json_decref(v);
 
 	/* the DAG, run by a real agent */
-	agent_config ac = {.coordinator = "inproc://test-coord", .name = "t", .labels = "linux",
-			   .capacity = 2, .work_dir = work};
-	agent *a = NULL;
-	CHECK(agent_start(&ac, &a) == 0);
+	CHECK(fx_start_agent(&f, "test-coord", "linux", 2) == 0);
 	json_t *sub = json_pack("{s:s, s:s, s:s, s:[{s:s, s:s}]}", "repo", "/r", "ref",
 				"refs/heads/main", "sha", "0123456789012345678901234567890123456789",
 				"files", "path", ".github/workflows/dag.yml", "content", dag);
@@ -150,16 +126,16 @@ int main(void)
 		json_t *l;
 		json_array_foreach(json_object_get(v, "lines"), i, l)
 		{
-			if (strcmp(sfield(l, "stream"), "system") != 0)
-				kiln_strv_push_owned(&lines, kiln_asprintf("%s:%s", sfield(l, "job"),
-									   sfield(l, "text")));
+			if (strcmp(fx_str(l, "stream"), "system") != 0)
+				kiln_strv_push_owned(&lines, kiln_asprintf("%s:%s", fx_str(l, "job"),
+									   fx_str(l, "text")));
 		}
 		offset = json_integer_value(json_object_get(v, "next"));
 		json_decref(v);
 		json_decref(run);
 		api("GET", runpath, NULL, NULL, &run);
 		json_t *d = job_named(run, "d");
-		if (d && strcmp(sfield(d, "state"), "completed") == 0)
+		if (d && strcmp(fx_str(d, "state"), "completed") == 0)
 			break;
 	}
 	CHECK(kiln_strv_contains(&lines, "a:a workflow true"));
@@ -170,16 +146,16 @@ int main(void)
 	CHECK(!kiln_strv_contains(&lines, "d:d"));
 	kiln_strv_free(&lines);
 
-	CHECK_STR(sfield(job_named(run, "a"), "conclusion"), "success");
-	CHECK_STR(sfield(job_named(run, "b"), "conclusion"), "success");
-	CHECK_STR(sfield(job_named(run, "c"), "conclusion"), "failure");
-	CHECK_STR(sfield(job_named(run, "d"), "conclusion"), "skipped");
+	CHECK_STR(fx_str(job_named(run, "a"), "conclusion"), "success");
+	CHECK_STR(fx_str(job_named(run, "b"), "conclusion"), "success");
+	CHECK_STR(fx_str(job_named(run, "c"), "conclusion"), "failure");
+	CHECK_STR(fx_str(job_named(run, "d"), "conclusion"), "skipped");
 	json_t *csteps = json_object_get(job_named(run, "c"), "steps");
 	CHECK_INT(json_integer_value(json_object_get(json_array_get(csteps, 0), "exit_code")), 7);
-	CHECK_STR(sfield(json_array_get(csteps, 1), "conclusion"), "skipped");
+	CHECK_STR(fx_str(json_array_get(csteps, 1), "conclusion"), "skipped");
 	/* nobody has the gpu label: the job waits, and so does the run */
-	CHECK_STR(sfield(job_named(run, "gpu"), "state"), "queued");
-	CHECK_STR(sfield(run, "state"), "running");
+	CHECK_STR(fx_str(job_named(run, "gpu"), "state"), "queued");
+	CHECK_STR(fx_str(run, "state"), "running");
 	json_int_t a_end = json_integer_value(json_object_get(job_named(run, "a"), "finished_ms"));
 	CHECK(json_integer_value(json_object_get(job_named(run, "b"), "started_ms")) >= a_end);
 	CHECK(json_integer_value(json_object_get(job_named(run, "c"), "started_ms")) >= a_end);
@@ -204,9 +180,6 @@ int main(void)
 	CHECK(!json_is_true(json_object_get(v, "done")));
 	json_decref(v);
 
-	agent_free(a);
-	coord_free(c);
-	kiln_rm_rf(dir);
-	free(dir);
+	fx_stop(&f);
 	return check_done();
 }
