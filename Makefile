@@ -3,7 +3,7 @@ BUILD    ?= build
 JOBS     ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test test-asan bench clean
+.PHONY: all deps build run test test-asan bench fuzz clean
 
 all: build
 
@@ -29,5 +29,12 @@ bench: deps
 	cmake -S . -B $(BUILD) -DKILN_BENCH=ON && cmake --build $(BUILD) -j $(JOBS)
 	./bench/run.sh $(BUILD)
 
+# libFuzzer targets (clang); FUZZ_SECONDS each, corpus kept in tests/fuzz/corpus/.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	cmake -S . -B build-fuzz -DKILN_FUZZ=ON -DKILN_BENCH=OFF -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_targets
+	./tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
