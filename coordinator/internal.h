@@ -174,6 +174,13 @@ int logfile_open(const char *path, logfile **out);
 void logfile_close(logfile *f);
 uint64_t logfile_count(const logfile *f);
 uint64_t logfile_bytes(const logfile *f);
+/* The number the last line starts with (for a job log: the highest sequence stored). */
+uint64_t logfile_last_key(const logfile *f);
+/* The words that end a log's truncation marker line. */
+#define LOGFILE_CAP_MARK "later lines were dropped."
+/* Whether the log ends with its truncation marker (also after a reopen). */
+bool logfile_capped(const logfile *f);
+void logfile_set_capped(logfile *f);
 int logfile_append(logfile *f, const char *line, size_t len);
 /* Calls fn for lines [offset, offset+max_lines) while under max_bytes; returns lines read. */
 int64_t logfile_read(logfile *f, uint64_t offset, size_t max_lines, size_t max_bytes,

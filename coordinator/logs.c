@@ -18,6 +18,8 @@
 
 struct logfile {
 	int fd;
+	uint64_t last_key; /* the number that starts the last line (a job log's sequence) */
+	bool capped;       /* ends with the truncation marker: later lines are dropped */
 	uint64_t lines;
 	uint64_t bytes;
 	uint64_t *index; /* byte offset of line k*INDEX_EVERY */
@@ -65,8 +67,40 @@ int logfile_open(const char *path, logfile **out)
 		return kiln_err(e, "%s: %s", path, strerror(e));
 	}
 	f->bytes = line_start;
+	if (f->lines) {
+		/* the last line starts after the newline before the end */
+		char tail[64] = "";
+		uint64_t from = f->bytes > 4096 ? f->bytes - 4096 : 0;
+		char *buf2 = kiln_malloc(f->bytes - from + 1);
+		ssize_t n = pread(fd, buf2, (size_t)(f->bytes - from), (off_t)from);
+		if (n > 0) {
+			buf2[n] = '\0';
+			if (n >= 1)
+				buf2[n - 1] = '\0'; /* the final newline */
+			char *nl = strrchr(buf2, '\n');
+			snprintf(tail, sizeof tail, "%.20s", nl ? nl + 1 : buf2);
+			f->capped = strstr(nl ? nl + 1 : buf2, LOGFILE_CAP_MARK) != NULL;
+		}
+		free(buf2);
+		f->last_key = strtoull(tail, NULL, 10);
+	}
 	*out = f;
 	return 0;
+}
+
+uint64_t logfile_last_key(const logfile *f)
+{
+	return f->last_key;
+}
+
+bool logfile_capped(const logfile *f)
+{
+	return f->capped;
+}
+
+void logfile_set_capped(logfile *f)
+{
+	f->capped = true;
 }
 
 void logfile_close(logfile *f)
@@ -118,6 +152,7 @@ int logfile_append(logfile *f, const char *line, size_t len)
 	}
 	f->bytes += len + 1;
 	f->lines++;
+	f->last_key = strtoull(line, NULL, 10);
 	if (f->lines % INDEX_EVERY == 0)
 		index_add(f, f->bytes);
 	return 0;

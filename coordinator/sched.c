@@ -720,12 +720,19 @@ static void handle_log_append(coord *c, bus_ctx *ctx, Kiln__LogAppend *la)
 		return;
 	}
 	logfile *jf = coord_log(c, la->job_id, la->attempt);
+	if (jf && la->n_lines > 100000) {
+		reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "too many lines in one batch");
+		return;
+	}
 	logfile *rf = coord_log(c, run_id, 0);
 	if (!jf || !rf) {
 		reply_status(ctx, KILN__STATUS__STATUS_INTERNAL, "cannot open the log");
 		return;
 	}
-	uint64_t have = logfile_count(jf);
+	/* stored through the sequence of the last line; past the cap, one marker line stands
+	   for every later line (acknowledged, not kept) */
+	uint64_t have = logfile_last_key(jf);
+	bool capped = logfile_capped(jf);
 	kiln_buf b = {0};
 	_cleanup_free_ char *prefix =
 		kiln_asprintf("%llu\t%u\t", (unsigned long long)la->job_id, la->attempt);
@@ -734,12 +741,42 @@ static void handle_log_append(coord *c, bus_ctx *ctx, Kiln__LogAppend *la)
 		uint64_t seq = la->first_seq + i;
 		if (seq <= have)
 			continue; /* stored already: a resend */
-		if (seq != have + 1)
+		if (seq != have + 1 && !capped)
 			break; /* a gap: the agent resends from stored_through + 1 */
-		format_line(&b, "", seq, la->lines[i]);
+		if (capped) {
+			have = seq;
+			continue;
+		}
+		const Kiln__LogLine *line = la->lines[i];
+		Kiln__LogLine marker = KILN__LOG_LINE__INIT;
+		if (logfile_bytes(jf) + strlen(line->text ? line->text : "") + 64 >
+		    c->cfg.max_log_bytes) {
+			char text[160];
+			snprintf(text, sizeof text,
+				 "The log of this job reached its limit of %llu bytes; " LOGFILE_CAP_MARK,
+				 (unsigned long long)c->cfg.max_log_bytes);
+			marker.ts_ms = line->ts_ms;
+			marker.stream = KILN__STREAM__STREAM_SYSTEM;
+			marker.step_index = line->step_index;
+			marker.text = text;
+			line = &marker;
+			capped = true;
+			kiln_log(KILN_LOG_WARNING, "run %llu job %llu: log truncated",
+				 (unsigned long long)run_id, (unsigned long long)la->job_id);
+			format_line(&b, "", seq, line);
+			if (logfile_append(jf, b.p, b.len) < 0)
+				break;
+			format_line(&b, prefix, seq, line);
+			logfile_append(rf, b.p, b.len);
+			logfile_set_capped(jf);
+			have = seq;
+			added = true;
+			continue;
+		}
+		format_line(&b, "", seq, line);
 		if (logfile_append(jf, b.p, b.len) < 0)
 			break;
-		format_line(&b, prefix, seq, la->lines[i]);
+		format_line(&b, prefix, seq, line);
 		logfile_append(rf, b.p, b.len);
 		have = seq;
 		added = true;

@@ -16,6 +16,7 @@ typedef struct fixture {
 	char *dir;
 	coord *c;
 	agent *a;
+	size_t max_log_bytes; /* 0 = the default */
 } fixture;
 
 /* Starts the agent (inproc://name) with these labels. */
@@ -32,7 +33,9 @@ static inline int fx_start_agent(fixture *f, const char *name, const char *label
 /* Starts a coordinator, and an agent with these labels unless labels is NULL. */
 static inline int fx_start(fixture *f, const char *name, const char *labels, uint32_t capacity)
 {
+	size_t max_log = f->max_log_bytes;
 	memset(f, 0, sizeof *f);
+	f->max_log_bytes = max_log;
 	kiln_log_setup("test", KILN_LOG_ERR);
 	if (kiln_mkdtemp("kiln-test", &f->dir) < 0)
 		return -1;
@@ -41,6 +44,7 @@ static inline int fx_start(fixture *f, const char *name, const char *labels, uin
 	coord_config cfg = COORD_CONFIG_INIT;
 	cfg.listen = url;
 	cfg.data_dir = data;
+	cfg.max_log_bytes = f->max_log_bytes;
 	if (coord_start(&cfg, &f->c) < 0)
 		return -1;
 	return labels ? fx_start_agent(f, name, labels, capacity) : 0;

@@ -172,6 +172,40 @@ int main(void)
 	CHECK_STR(fx_str(fx_job(run, "after"), "conclusion"), "success");
 	json_decref(run);
 
+	/* a log past its cap: one marker, nothing after it, and the job goes on */
+	fx_stop(&f);
+	f.max_log_bytes = 4096;
+	CHECK(fx_start(&f, "test-sched-cap", "linux", 1) == 0);
+	id = fx_submit(&f, ".github/workflows/big.yml",
+		       "on: push\njobs:\n  big:\n    runs-on: linux\n    steps:\n"
+		       "      - run: for i in $(seq 1 2000); do echo \"line $i\"; done\n"
+		       "      - run: echo after-the-cap\n",
+		       NULL);
+	run = fx_wait(&f, id, 30000);
+	CHECK_STR(fx_str(run, "conclusion"), "success");
+	json_t *big = fx_job(run, "big");
+	CHECK_STR(fx_str(json_array_get(json_object_get(big, "steps"), 1), "conclusion"), "success");
+	_cleanup_free_ char *bigpath = kiln_asprintf(
+		"/api/v1/jobs/%lld/log", (long long)json_integer_value(json_object_get(big, "id")));
+	json_t *lg = NULL;
+	CHECK_INT(fx_api(&f, "GET", bigpath, "offset=0", NULL, &lg), 200);
+	json_t *lines = json_object_get(lg, "lines");
+	size_t nl = json_array_size(lines);
+	CHECK(nl > 10 && nl < 200);
+	const char *last = fx_str(json_array_get(lines, nl - 1), "text");
+	CHECK(strstr(last, "reached its limit of 4096 bytes") != NULL);
+	size_t markers = 0, bytes = 0;
+	for (size_t i = 0; i < nl; i++) {
+		const char *t = fx_str(json_array_get(lines, i), "text");
+		markers += strstr(t, "reached its limit") != NULL;
+		bytes += strlen(t);
+		CHECK(strcmp(t, "after-the-cap") != 0);
+	}
+	CHECK_INT(markers, 1);
+	CHECK(bytes <= 4096);
+	json_decref(lg);
+	json_decref(run);
+
 	/* calling a file that is not a reusable workflow is refused with its position */
 	id = fx_submit(&f, ".github/workflows/ci.yml", caller_wf, ".github/workflows/build.yml",
 		       "on: push\njobs:\n  a:\n    runs-on: linux\n    steps:\n      - run: 'true'\n",
