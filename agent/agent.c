@@ -51,21 +51,41 @@ static int call_once(agent *a, Kiln__Request *req, int64_t timeout_ms, Kiln__Res
 	}
 	nng_aio_set_timeout(aio, (nng_duration)timeout_ms);
 	nng_aio_set_msg(aio, m);
+	/* registered so agent_free can cancel it; never started once the agent is stopping */
+	pthread_mutex_lock(&a->mu);
+	bool slot = !a->stopping && a->ninflight < KILN_ARRAY_SIZE(a->inflight);
+	if (slot)
+		a->inflight[a->ninflight++] = aio;
+	pthread_mutex_unlock(&a->mu);
+	if (!slot) {
+		nng_msg_free(m);
+		r = NNG_ECLOSED;
+		goto out;
+	}
 	nng_ctx_send(ctx, aio);
 	nng_aio_wait(aio);
 	if ((r = nng_aio_result(aio)) != 0) {
 		nng_msg_free(nng_aio_get_msg(aio));
-		goto out;
+		goto unregister;
 	}
 	nng_ctx_recv(ctx, aio);
 	nng_aio_wait(aio);
 	if ((r = nng_aio_result(aio)) != 0)
-		goto out;
+		goto unregister;
 	m = nng_aio_get_msg(aio);
 	*out = kiln__response__unpack(NULL, nng_msg_len(m), (const uint8_t *)nng_msg_body(m));
 	nng_msg_free(m);
 	if (!*out)
 		r = NNG_EPROTO;
+unregister:
+	pthread_mutex_lock(&a->mu);
+	for (size_t i = 0; i < a->ninflight; i++) {
+		if (a->inflight[i] == aio) {
+			a->inflight[i] = a->inflight[--a->ninflight];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&a->mu);
 out:
 	nng_aio_free(aio);
 	nng_ctx_close(ctx);
@@ -344,6 +364,10 @@ static void *poll_main(void *arg)
 		}
 		kiln__response__free_unpacked(resp, NULL);
 	}
+	pthread_mutex_lock(&a->mu);
+	a->poll_done = true;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
 	return NULL;
 }
 
@@ -575,7 +599,7 @@ static void *ship_main(void *arg)
 			}
 			pp = &j->next;
 		}
-		if (a->stopping && (!a->jobs || failed))
+		if (a->stopping && (!a->jobs || failed || a->hard_stop))
 			break;
 		if (failed) {
 			pthread_mutex_unlock(&a->mu);
@@ -603,6 +627,8 @@ static void *ship_main(void *arg)
 		if (!worked)
 			pthread_cond_wait(&a->cv, &a->mu);
 	}
+	a->ship_done = true;
+	pthread_cond_broadcast(&a->cv);
 	pthread_mutex_unlock(&a->mu);
 	return NULL;
 }
@@ -698,11 +724,30 @@ void agent_free(agent *a)
 			;
 		pthread_mutex_unlock(&a->mu);
 	}
-	nng_close(a->sock);
+	/* end the calls in flight (a held poll, a send to a coordinator that is away) until both
+	   threads are out of their loops; only then close the socket, which nobody uses any more
+	   (closing it under a thread inside nng_ctx_send is a race in nng) */
+	pthread_mutex_lock(&a->mu);
+	a->hard_stop = true;
+	while ((a->poll_started && !a->poll_done) || (a->ship_started && !a->ship_done)) {
+		for (size_t i = 0; i < a->ninflight; i++)
+			nng_aio_cancel(a->inflight[i]);
+		pthread_cond_broadcast(&a->cv);
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 20 * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+	}
+	pthread_mutex_unlock(&a->mu);
 	if (a->poll_started)
 		pthread_join(a->poll_thread, NULL);
 	if (a->ship_started)
 		pthread_join(a->ship_thread, NULL);
+	nng_close(a->sock);
 	while (a->jobs) {
 		agent_job *j = a->jobs;
 		a->jobs = j->next;

@@ -68,6 +68,10 @@ struct agent {
 
 	pthread_t poll_thread, ship_thread;
 	bool poll_started, ship_started;
+	bool poll_done, ship_done; /* the thread has left its loop (under mu) */
+	bool hard_stop;            /* stopping, and done waiting for jobs to deliver */
+	nng_aio *inflight[8];      /* calls in progress, cancelled when the agent stops */
+	size_t ninflight;
 };
 
 /* agent.c */

@@ -30,6 +30,9 @@ bool cli_run_ok(json_t *run);
 /* `kiln expr`: argv[0] is "expr". */
 int cli_expr(int argc, char **argv);
 
+/* `kiln lint`: argv[0] is "lint". */
+int cli_lint(int argc, char **argv);
+
 /* `kiln run`: argv after the command name. */
 int cli_local_run(int argc, char **argv);
 

@@ -21,7 +21,6 @@
 #include "common/util.h"
 #include "common/yaml.h"
 
-int cli_lint(int argc, char **argv);
 
 /* Workflow files are read whole; one byte over the YAML limit lets the parser say so. */
 #define MAX_FILE_BYTES (KILN_YAML_MAX_BYTES + 1)
@@ -115,8 +114,8 @@ int cli_lint(int argc, char **argv)
 		size_t len = 0;
 		int r = kiln_read_file(files.v[i], MAX_FILE_BYTES, &text, &len);
 		if (r == -EFBIG) { /* too big is a problem of the file, not of the command */
-			printf("%s:1:1: the file is larger than the limit of %d bytes\n", files.v[i],
-			       KILN_YAML_MAX_BYTES);
+			printf("%s:1:1: the file is larger than the limit of %d bytes\n",
+			       files.v[i], KILN_YAML_MAX_BYTES);
 			problems++;
 			continue;
 		}

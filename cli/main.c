@@ -22,6 +22,7 @@ static void usage(FILE *f)
 	      "Local:\n"
 	      "  run [DIR] [-W FILE] [-j JOB] [--event E] [--json]\n"
 	      "                       run a repository's workflows on this machine\n"
+	      "  lint [FILES...]      check workflow files; problems as file:line:col\n"
 	      "  expr [--context FILE] EXPR | expr --jsonl\n"
 	      "                       evaluate a ${{ }} expression as GitHub does\n"
 	      "\n"
@@ -362,6 +363,8 @@ int main(int argc, char **argv)
 	char **sub_argv = argv + i;
 	if (strcmp(cmd, "run") == 0)
 		return cli_local_run(sub_argc, sub_argv);
+	if (strcmp(cmd, "lint") == 0)
+		return cli_lint(sub_argc, sub_argv);
 	if (strcmp(cmd, "expr") == 0)
 		return cli_expr(sub_argc, sub_argv);
 	if (strcmp(cmd, "submit") == 0)

@@ -30,10 +30,8 @@ static const char *const month_names[] = {"jan", "feb", "mar", "apr", "may", "ju
 static const char *const day_names[] = {"sun", "mon", "tue", "wed", "thu", "fri", "sat"};
 
 static const field fields[5] = {
-    {"minute", 0, 59, NULL, 0, 0},
-    {"hour", 0, 23, NULL, 0, 0},
-    {"day-of-month", 1, 31, NULL, 0, 0},
-    {"month", 1, 12, month_names, 1, 12},
+    {"minute", 0, 59, NULL, 0, 0},          {"hour", 0, 23, NULL, 0, 0},
+    {"day-of-month", 1, 31, NULL, 0, 0},    {"month", 1, 12, month_names, 1, 12},
     {"day-of-week", 0, 6, day_names, 0, 7},
 };
 
@@ -111,7 +109,8 @@ static int element(const field *f, const char *s, size_t n, uint64_t *bits, char
 		    (r = value(f, dash + 1, bn, true, &hi, why, whylen)) < 0)
 			return r;
 		if (hi < lo) {
-			snprintf(why, whylen, "the range %.*s ends before it starts", (int)base_n, s);
+			snprintf(why, whylen, "the range %.*s ends before it starts", (int)base_n,
+			         s);
 			return -EINVAL;
 		}
 	} else {
@@ -154,7 +153,8 @@ int kiln_cron_parse(const char *text, kiln_cron *out, size_t *err_off)
 		return kiln_err(EINVAL, "empty cron schedule");
 	size_t tl = strlen(text);
 	if (text[0] == ' ' || text[tl - 1] == ' ')
-		return kiln_err(EINVAL, "cron schedule '%s' must not start or end with a space", text);
+		return kiln_err(EINVAL, "cron schedule '%s' must not start or end with a space",
+		                text);
 	const char *p = text;
 	const char *starts[6];
 	size_t lens[6], nf = 0;

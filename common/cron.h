@@ -17,13 +17,13 @@
 #include <time.h>
 
 typedef struct kiln_cron {
-	uint64_t minutes;  /* bit m for minute m, 0..59 */
-	uint32_t hours;    /* bit h, 0..23 */
-	uint32_t mdays;    /* bit d, 1..31 */
-	uint16_t months;   /* bit m, 1..12 */
-	uint8_t wdays;     /* bit d, 0..6 (Sunday = 0) */
-	bool mday_star;    /* the day-of-month field starts with '*' */
-	bool wday_star;    /* the day-of-week field starts with '*' */
+	uint64_t minutes; /* bit m for minute m, 0..59 */
+	uint32_t hours;   /* bit h, 0..23 */
+	uint32_t mdays;   /* bit d, 1..31 */
+	uint16_t months;  /* bit m, 1..12 */
+	uint8_t wdays;    /* bit d, 0..6 (Sunday = 0) */
+	bool mday_star;   /* the day-of-month field starts with '*' */
+	bool wday_star;   /* the day-of-week field starts with '*' */
 } kiln_cron;
 
 /* Parses a schedule into *out. On error returns -EINVAL with a message naming the field

@@ -415,6 +415,7 @@ typedef struct parser {
 	toks *t;
 	size_t off;
 	int depth;
+	unsigned flags; /* KILN_EXPR_* parse flags */
 } parser;
 
 static tok *peek(parser *p)
@@ -572,7 +573,8 @@ static int p_call(parser *p, node **out, bool *indexable)
 		err = "Unrecognized function";
 	else if (n->nkids < funcs[f].min)
 		err = "Too few parameters supplied";
-	else if (n->nkids > funcs[f].max)
+	else if (n->nkids > funcs[f].max &&
+		 !((p->flags & KILN_EXPR_JOB_STATUS) && (f == F_SUCCESS || f == F_FAILURE)))
 		err = "Too many parameters supplied";
 	else if (f == F_CASE && n->nkids % 2 == 0)
 		err = "Even number of parameters supplied, requires an odd number of parameters";
@@ -745,7 +747,7 @@ static int p_expression(parser *p, node **out)
 	return r;
 }
 
-static int parse_n(const char *text, size_t n, kiln_expr **out)
+static int parse_nf(const char *text, size_t n, unsigned flags, kiln_expr **out)
 {
 	*out = NULL;
 	if (!kiln_xjs_utf8_valid(text, n))
@@ -756,7 +758,7 @@ static int parse_n(const char *text, size_t n, kiln_expr **out)
 		toks_free(&t);
 		return r;
 	}
-	parser p = {.in = text, .n = n, .t = &t};
+	parser p = {.in = text, .n = n, .t = &t, .flags = flags};
 	if (at_end(&p)) {
 		toks_free(&t);
 		return kiln_err(-EINVAL, "Expected an expression");
@@ -778,6 +780,11 @@ static int parse_n(const char *text, size_t n, kiln_expr **out)
 	e->len = n;
 	*out = e;
 	return 0;
+}
+
+static int parse_n(const char *text, size_t n, kiln_expr **out)
+{
+	return parse_nf(text, n, 0, out);
 }
 
 int kiln_expr_parse(const char *text, kiln_expr **out)
@@ -2126,6 +2133,11 @@ static bool string_literal_value(const char *t, size_t n, kiln_buf *out)
 
 int kiln_expr_condition(const char *cond, const kiln_expr_ctx *ctx, bool *out)
 {
+	return kiln_expr_condition_ex(cond, ctx, 0, out);
+}
+
+int kiln_expr_condition_ex(const char *cond, const kiln_expr_ctx *ctx, unsigned flags, bool *out)
+{
 	*out = false;
 	size_t n = strlen(cond);
 	kiln_buf text = {0};
@@ -2138,7 +2150,7 @@ int kiln_expr_condition(const char *cond, const kiln_expr_ctx *ctx, bool *out)
 			const char *et = cond + s.v[0].start;
 			size_t el = s.v[0].len;
 			kiln_expr *probe = NULL;
-			r = parse_n(et, el, &probe);
+			r = parse_nf(et, el, flags, &probe);
 			kiln_expr_free(probe);
 			kiln_buf lit = {0};
 			if (r == 0 && string_literal_value(et, el, &lit)) {
@@ -2192,14 +2204,14 @@ int kiln_expr_condition(const char *cond, const kiln_expr_ctx *ctx, bool *out)
 	if (text.len == 0) {
 		r = parse_n("success()", 9, &e);
 	} else {
-		r = parse_n(text.p, text.len, &e);
+		r = parse_nf(text.p, text.len, flags, &e);
 		if (r == 0 && !calls_status(e->root)) {
 			/* GitHub's implicit success() && (...) */
 			kiln_buf w = {0};
 			kiln_buf_printf(&w, "success() && (%s)", text.p);
 			kiln_expr_free(e);
 			e = NULL;
-			r = parse_n(w.p, w.len, &e);
+			r = parse_nf(w.p, w.len, flags, &e);
 			kiln_buf_free(&w);
 		}
 	}
@@ -2254,8 +2266,14 @@ static int check_node(const kiln_expr *e, const node *n, const char *const *allo
 
 static int check_one(const char *text, size_t len, const char *const *allowed)
 {
+	/* where GitHub's schema lets success()/failure() name jobs ("success(0,MAX)") */
+	unsigned flags = 0;
+	for (size_t i = 0; allowed && allowed[i]; i++)
+		if ((strncmp(allowed[i], "success(", 8) == 0 || strncmp(allowed[i], "failure(", 8) == 0) &&
+		    strstr(allowed[i], "MAX"))
+			flags |= KILN_EXPR_JOB_STATUS;
 	_cleanup_(kiln_expr_freep) kiln_expr *e = NULL;
-	int r = parse_n(text, len, &e);
+	int r = parse_nf(text, len, flags, &e);
 	if (r < 0)
 		return r;
 	bool functions_listed = false;

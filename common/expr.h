@@ -75,6 +75,14 @@ int kiln_expr_interpolate(const char *text, const kiln_expr_ctx *ctx, char **out
 /* Evaluates an `if:` condition: with or without ${{ }}, and with GitHub's implicit `success() &&`
    when it calls none of success/failure/cancelled/always. */
 int kiln_expr_condition(const char *cond, const kiln_expr_ctx *ctx, bool *out);
+/* Parse flags. */
+enum {
+	/* a job's if: — success() and failure() may name jobs, as GitHub's workflow schema allows
+	   (the names are accepted; the status is that of all the job's needs) */
+	KILN_EXPR_JOB_STATUS = 1u << 0,
+};
+/* kiln_expr_condition with parse flags. */
+int kiln_expr_condition_ex(const char *cond, const kiln_expr_ctx *ctx, unsigned flags, bool *out);
 /* Walks an expression for lint: reports unknown functions and named values not in `allowed`
    (NULL-terminated; NULL = any). Entries such as "hashFiles(1,255)" (GitHub's notation), if any,
    limit the status functions and hashFiles to those listed. `text` with ${{ }} is checked

@@ -68,8 +68,8 @@ int kiln_lint_file(const char *path, const char *text, size_t len, kiln_strv *pr
 	int n = 0;
 	for (size_t i = 0; i < found.n; i++) {
 		bool repeat = false;
-		for (size_t k = i; k-- > 0 && items[k].line == items[i].line &&
-		                   items[k].col == items[i].col;)
+		for (size_t k = i;
+		     k-- > 0 && items[k].line == items[i].line && items[k].col == items[i].col;)
 			if (strcmp(items[k].s, items[i].s) == 0) {
 				repeat = true;
 				break;

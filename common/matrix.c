@@ -154,8 +154,9 @@ int kiln_matrix_node_json(const char *file, const kiln_ynode *n, json_t **out)
 			}
 			if (strstr(k->str, "${{")) {
 				json_decref(o);
-				return kiln_ynode_err(file, k, EINVAL,
-				                      "an expression must be evaluated before expansion");
+				return kiln_ynode_err(
+				    file, k, EINVAL,
+				    "an expression must be evaluated before expansion");
 			}
 			json_t *v;
 			int r = kiln_matrix_node_json(file, n->pairs[i].value, &v);
@@ -271,16 +272,18 @@ int kiln_matrix_expand(const json_t *matrix, json_t **combos)
 	}
 	if (keys.n == 0 && json_array_size(include) == 0) {
 		kiln_strv_free(&keys);
-		return kiln_err(EINVAL, "a matrix must define at least one vector or include entry");
+		return kiln_err(EINVAL,
+		                "a matrix must define at least one vector or include entry");
 	}
 	for (size_t i = 0; exclude && i < json_array_size(exclude); i++) {
 		json_object_foreach(json_array_get(exclude, i), k, v)
 		{
 			if (!kiln_strv_contains(&keys, k)) {
-				int e = kiln_err(EINVAL,
-				                 "matrix exclude key '%s' does not match any key of the "
-				                 "matrix",
-				                 k);
+				int e = kiln_err(
+				    EINVAL,
+				    "matrix exclude key '%s' does not match any key of the "
+				    "matrix",
+				    k);
 				kiln_strv_free(&keys);
 				return e;
 			}
@@ -294,9 +297,9 @@ int kiln_matrix_expand(const json_t *matrix, json_t **combos)
 			/* idx counts in mixed radix, the last key fastest */
 			json_t *c = json_object();
 			for (size_t i = 0; i < keys.n; i++)
-				json_object_set(c, keys.v[i],
-				                json_array_get(json_object_get(matrix, keys.v[i]),
-				                               idx[i]));
+				json_object_set(
+				    c, keys.v[i],
+				    json_array_get(json_object_get(matrix, keys.v[i]), idx[i]));
 			bool drop = false;
 			for (size_t i = 0; exclude && !drop && i < json_array_size(exclude); i++)
 				drop = matches_all(c, json_array_get(exclude, i));

@@ -211,16 +211,9 @@ void kiln_workflow_freep(kiln_workflow **wf)
 
 /* ---- problems ------------------------------------------------------------------- */
 
-/* Records a problem about node n (file:line:col: message) and returns -EINVAL. */
-static int fail(ctx *c, const kiln_ynode *n, const char *fmt, ...) KILN_PRINTF(3, 4);
-static int fail(ctx *c, const kiln_ynode *n, const char *fmt, ...)
+/* Records the thread's error message, "file:line:col: message", as a problem. */
+static int record(ctx *c)
 {
-	char msg[1200];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	kiln_ynode_err(c->file, n, EINVAL, "%s", msg);
 	if (!c->first)
 		c->first = kiln_strdup(kiln_errmsg());
 	if (c->nproblems < MAX_PROBLEMS)
@@ -231,6 +224,27 @@ static int fail(ctx *c, const kiln_ynode *n, const char *fmt, ...)
 		                                   c->file, MAX_PROBLEMS));
 	c->nproblems++;
 	return -EINVAL;
+}
+
+/* Records a problem about node n (file:line:col: message) and returns -EINVAL. */
+static int fail(ctx *c, const kiln_ynode *n, const char *fmt, ...) KILN_PRINTF(3, 4);
+static int fail(ctx *c, const kiln_ynode *n, const char *fmt, ...)
+{
+	char msg[1200];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	kiln_ynode_err(c->file, n, EINVAL, "%s", msg);
+	return record(c);
+}
+
+/* Records a problem whose message already starts with "file:line:col: ". */
+static int fail_raw(ctx *c, const char *msg)
+{
+	_cleanup_free_ char *copy = kiln_strdup(msg);
+	kiln_err(EINVAL, "%s", copy);
+	return record(c);
 }
 
 /* ---- small helpers -------------------------------------------------------------- */
@@ -372,7 +386,8 @@ static int check_id(ctx *c, const kiln_ynode *n, const char *what, const char *i
 		return fail(c, n,
 		            "invalid %s id '%s': it must start with a letter or '_' and contain "
 		            "only letters, digits, '-' and '_'%s",
-		            what, Q(q, id), strlen(id) >= MAX_ID_LEN ? " (and be under 100 characters)" : "");
+		            what, Q(q, id),
+		            strlen(id) >= MAX_ID_LEN ? " (and be under 100 characters)" : "");
 	if (strncmp(id, "__", 2) == 0)
 		return fail(c, n, "invalid %s id '%s': ids starting with '__' are reserved", what,
 		            Q(q, id));
@@ -469,9 +484,10 @@ static int scan_exprs(ctx *c, const kiln_ynode *n, const char *what, kiln_expr_p
 			}
 		}
 		if (!end)
-			return fail(c, n,
-			            "'%s': the expression is not closed: '${{' without a matching '}}'",
-			            what);
+			return fail(
+			    c, n,
+			    "'%s': the expression is not closed: '${{' without a matching '}}'",
+			    what);
 		const char *a = p + 3, *b = end - 1; /* [a, b) is the expression */
 		while (a < b && strchr(" \t\r\n", *a))
 			a++;
@@ -599,8 +615,8 @@ static int get_seq(ctx *c, const char *what, const kiln_ynode *v, kiln_expr_plac
 }
 
 /* true/false, or an expression where allowed; kept as "true"/"false"/the expression. */
-static int get_bool(ctx *c, const char *what, const kiln_ynode *v, kiln_expr_place place,
-                    bool *b, char **expr)
+static int get_bool(ctx *c, const char *what, const kiln_ynode *v, kiln_expr_place place, bool *b,
+                    char **expr)
 {
 	bool x;
 	if (kiln_ynode_bool(v, &x) == 0) {
@@ -621,10 +637,11 @@ static int get_bool(ctx *c, const char *what, const kiln_ynode *v, kiln_expr_pla
 		}
 		return 0;
 	}
-	return fail(c, v, "'%s' must be true or false%s, not %s", what,
-	            place != KILN_PLACE_NONE ? " or an expression" : "",
-	            is_scalar(v) && !kiln_ynode_is_null(v) ? (v->plain ? "this string" : "a quoted string")
-	                                                   : a_kind(v));
+	return fail(c, v, "'%s' must be %s, not %s", what,
+	            place != KILN_PLACE_NONE ? "true, false or an expression" : "true or false",
+	            is_scalar(v) && !kiln_ynode_is_null(v)
+	                ? (v->plain ? "this string" : "a quoted string")
+	                : a_kind(v));
 }
 
 /* continue-on-error: a boolean or an expression; kept as "true"/"false"/the expression. */
@@ -665,8 +682,7 @@ static int get_minutes(ctx *c, const char *what, const kiln_ynode *v, kiln_expr_
 		*out = d;
 		return 0;
 	}
-	return fail(c, v,
-	            "'%s' must be a positive number of minutes (at most %g) or an expression",
+	return fail(c, v, "'%s' must be a positive number of minutes (at most %g) or an expression",
 	            what, MAX_TIMEOUT_MINUTES);
 }
 
@@ -782,7 +798,8 @@ static void check_case_dups(ctx *c, const kiln_ynode *n, unsigned depth)
 		for (size_t i = 1; i < m; i++)
 			if (strcasecmp(keys[i - 1].k->str, keys[i].k->str) == 0) {
 				char q1[80], q2[80];
-				fail(c, keys[i].k, "duplicate key '%s' ('%s' at %d:%d differs only in case)",
+				fail(c, keys[i].k,
+				     "duplicate key '%s' ('%s' at %d:%d differs only in case)",
 				     Q(q1, keys[i].k->str), Q(q2, keys[i - 1].k->str),
 				     keys[i - 1].k->line, keys[i - 1].k->col);
 			}
@@ -832,13 +849,26 @@ static const struct {
 	const char *scope;
 	unsigned levels; /* bits: 1 none, 2 read, 4 write */
 } perm_scopes[] = {
-    {"actions", 7},       {"artifact-metadata", 7},   {"attestations", 7},
-    {"checks", 7},        {"code-quality", 7},        {"contents", 7},
-    {"copilot-requests", 5}, {"deployments", 7},      {"discussions", 7},
-    {"drives", 7},        {"id-token", 5},            {"issues", 7},
-    {"models", 3},        {"packages", 7},            {"pages", 7},
-    {"pull-requests", 7}, {"repository-projects", 7}, {"security-events", 7},
-    {"statuses", 7},      {"vulnerability-alerts", 3},
+    {"actions", 7},
+    {"artifact-metadata", 7},
+    {"attestations", 7},
+    {"checks", 7},
+    {"code-quality", 7},
+    {"contents", 7},
+    {"copilot-requests", 5},
+    {"deployments", 7},
+    {"discussions", 7},
+    {"drives", 7},
+    {"id-token", 5},
+    {"issues", 7},
+    {"models", 3},
+    {"packages", 7},
+    {"pages", 7},
+    {"pull-requests", 7},
+    {"repository-projects", 7},
+    {"security-events", 7},
+    {"statuses", 7},
+    {"vulnerability-alerts", 3},
 };
 
 static int parse_permissions(ctx *c, const kiln_ynode *v, kiln_permissions *p)
@@ -852,16 +882,18 @@ static int parse_permissions(ctx *c, const kiln_ynode *v, kiln_permissions *p)
 		else if (strcmp(v->str, "write-all") == 0)
 			p->all = KILN_PERM_WRITE;
 		else
-			return fail(c, v,
-			            "'permissions' must be read-all, write-all or a mapping of scopes "
-			            "to read, write or none, not '%s'",
-			            Q(q, v->str));
+			return fail(
+			    c, v,
+			    "'permissions' must be read-all, write-all or a mapping of scopes "
+			    "to read, write or none, not '%s'",
+			    Q(q, v->str));
 		return 0;
 	}
 	if (!v || v->kind != KILN_YNODE_MAPPING)
-		return fail(c, v,
-		            "'permissions' must be read-all, write-all or a mapping of scopes, not %s",
-		            a_kind(v));
+		return fail(
+		    c, v,
+		    "'permissions' must be read-all, write-all or a mapping of scopes, not %s",
+		    a_kind(v));
 	p->scopes = kiln_calloc(v->npairs ? v->npairs : 1, sizeof *p->scopes);
 	for (size_t i = 0; i < v->npairs; i++) {
 		const kiln_ynode *k = v->pairs[i].key, *val = v->pairs[i].value;
@@ -886,10 +918,16 @@ static int parse_permissions(ctx *c, const kiln_ynode *v, kiln_permissions *p)
 			level = KILN_PERM_WRITE;
 		if (level == KILN_PERM_UNSET || !((perm_scopes[s].levels >> (level - 1)) & 1)) {
 			unsigned l = perm_scopes[s].levels;
+			char got[100];
+			if (is_scalar(val) && !kiln_ynode_is_null(val))
+				snprintf(got, sizeof got, "'%s'", Q(q, val->str));
+			else
+				snprintf(got, sizeof got, "%s", a_kind(val));
 			r = fail(c, val, "permission '%s' must be %s, not %s", name,
-			         l == 7 ? "read, write or none"
-			                : l == 5 ? "write or none" : "read or none",
-			         is_scalar(val) && !kiln_ynode_is_null(val) ? "this value" : a_kind(val));
+			         l == 7   ? "read, write or none"
+			         : l == 5 ? "write or none"
+			                  : "read or none",
+			         got);
 			continue;
 		}
 		p->scopes[p->nscopes].scope = kiln_strdup(name);
@@ -959,7 +997,8 @@ static int parse_concurrency(ctx *c, const kiln_ynode *key, const kiln_ynode *v,
 			return 0;
 		}
 		if (v && v->kind == KILN_YNODE_SEQUENCE)
-			return fail(c, v, "'concurrency' must be a string or a mapping, not a sequence");
+			return fail(c, v,
+			            "'concurrency' must be a string or a mapping, not a sequence");
 		return get_str(c, "concurrency", v, place, nonempty, &k->group);
 	}
 	conc_obj o = {k, place, false};
@@ -1002,7 +1041,8 @@ static int container_key(ctx *c, void *obj, const char *name, const kiln_ynode *
 	}
 	if (strcmp(name, "options") == 0)
 		return get_str(c, "options", v, KILN_PLACE_JOB, false, &ct->options);
-	if (strcmp(name, "env") == 0 && has_expr(v)) { /* one expression: the container's contexts */
+	if (strcmp(name, "env") == 0 &&
+	    has_expr(v)) { /* one expression: the container's contexts */
 		if (scan_exprs(c, v, "env", KILN_PLACE_JOB) < 0)
 			return -EINVAL;
 		free(ct->env_expr);
@@ -1018,7 +1058,7 @@ static int container_key(ctx *c, void *obj, const char *name, const kiln_ynode *
 	if (strcmp(name, "credentials") == 0) {
 		if (has_expr(v))
 			return scan_exprs(c, v, "credentials", KILN_PLACE_CREDENTIALS) < 0 ? -EINVAL
-			                                                                     : 0;
+			                                                                   : 0;
 		return walk_map(c, "credentials", v, ct, credentials_key);
 	}
 	if (o->service && strcmp(name, "entrypoint") == 0)
@@ -1036,7 +1076,8 @@ static int parse_container(ctx *c, const char *what, const kiln_ynode *v, bool s
 	ct->node = v;
 	if (!v || v->kind != KILN_YNODE_MAPPING) {
 		if (v && v->kind == KILN_YNODE_SEQUENCE)
-			return fail(c, v, "'%s' must be a string or a mapping, not a sequence", what);
+			return fail(c, v, "'%s' must be a string or a mapping, not a sequence",
+			            what);
 		return get_str(c, what, v, KILN_PLACE_JOB, service, &ct->image);
 	}
 	cont_obj o = {ct, service, false};
@@ -1098,7 +1139,8 @@ static int parse_environment(ctx *c, const kiln_ynode *v, kiln_job *j)
 {
 	if (!v || v->kind != KILN_YNODE_MAPPING) {
 		if (v && v->kind == KILN_YNODE_SEQUENCE)
-			return fail(c, v, "'environment' must be a string or a mapping, not a sequence");
+			return fail(c, v,
+			            "'environment' must be a string or a mapping, not a sequence");
 		return get_str(c, "environment", v, KILN_PLACE_JOB, false, &j->environment_name);
 	}
 	envir_obj o = {j, false};
@@ -1122,10 +1164,11 @@ static int runs_on_key(ctx *c, void *obj, const char *name, const kiln_ynode *k,
 		if (!slash)
 			return 0;
 		size_t pre = (size_t)(slash - j->runs_on_group);
-		bool ok_prefix = (pre == 3 && strncmp(j->runs_on_group, "org", 3) == 0) ||
-		                 (pre == 12 && strncmp(j->runs_on_group, "organization", 12) == 0) ||
-		                 (pre == 3 && strncmp(j->runs_on_group, "ent", 3) == 0) ||
-		                 (pre == 10 && strncmp(j->runs_on_group, "enterprise", 10) == 0);
+		bool ok_prefix =
+		    (pre == 3 && strncmp(j->runs_on_group, "org", 3) == 0) ||
+		    (pre == 12 && strncmp(j->runs_on_group, "organization", 12) == 0) ||
+		    (pre == 3 && strncmp(j->runs_on_group, "ent", 3) == 0) ||
+		    (pre == 10 && strncmp(j->runs_on_group, "enterprise", 10) == 0);
 		if (!ok_prefix || !slash[1] || strchr(slash + 1, '/'))
 			return fail(c, v,
 			            "invalid runner group '%s': use NAME, organization/NAME or "
@@ -1206,8 +1249,8 @@ static int parse_matrix(ctx *c, const kiln_ynode *v, kiln_job *j)
 		for (size_t e = 0; e < val->nitems; e++) {
 			const kiln_ynode *it = val->items[e];
 			if (filter && !has_expr(it) && (!it || it->kind != KILN_YNODE_MAPPING)) {
-				r = fail(c, it, "matrix '%s' entries must be mappings, not %s", name,
-				         a_kind(it));
+				r = fail(c, it, "matrix '%s' entries must be mappings, not %s",
+				         name, a_kind(it));
 				continue;
 			}
 			/* values may be anything, expressions included */
@@ -1218,8 +1261,8 @@ static int parse_matrix(ctx *c, const kiln_ynode *v, kiln_job *j)
 	if (r < 0 || kiln_matrix_node_has_expr(v))
 		return r;
 	json_t *m = NULL, *combos = NULL;
-	if (kiln_matrix_node_json(c->file, v, &m) < 0)
-		return fail(c, v, "%s", kiln_errmsg());
+	if (kiln_matrix_node_json(c->file, v, &m) < 0) /* its message has its position */
+		return fail_raw(c, kiln_errmsg());
 	if (kiln_matrix_expand(m, &combos) < 0)
 		r = fail(c, v, "%s", kiln_errmsg());
 	json_decref(m);
@@ -1247,8 +1290,9 @@ static int strategy_key(ctx *c, void *obj, const char *name, const kiln_ynode *k
 			return 0;
 		}
 		if (!is_number(v, &d) || !(d >= 1 && d <= 65536) || d != (double)(long long)d)
-			return fail(c, v, "'max-parallel' must be a positive whole number or an "
-			                  "expression");
+			return fail(c, v,
+			            "'max-parallel' must be a positive whole number or an "
+			            "expression");
 		j->max_parallel = (int)d;
 		return 0;
 	}
@@ -1321,7 +1365,8 @@ static int check_action_ref(ctx *c, const kiln_ynode *v, const char *u)
 				return 0;
 		}
 	}
-	return fail(c, v, "'uses' must be OWNER/REPO[/PATH]@REF, ./PATH or docker://IMAGE, not '%s'",
+	return fail(c, v,
+	            "'uses' must be OWNER/REPO[/PATH]@REF, ./PATH or docker://IMAGE, not '%s'",
 	            Q(q, u));
 }
 
@@ -1373,7 +1418,8 @@ static void parse_step(ctx *c, const kiln_ynode *v, kiln_step *s)
 		} else if (strcmp(name, "if") == 0) {
 			if (!kiln_ynode_is_null(val) && val->kind != KILN_YNODE_SCALAR)
 				fail(c, val, "'if' must be a string, not %s", a_kind(val));
-			else if (!kiln_ynode_is_null(val) && check_if(c, val, KILN_PLACE_STEP_IF) == 0) {
+			else if (!kiln_ynode_is_null(val) &&
+			         check_if(c, val, KILN_PLACE_STEP_IF) == 0) {
 				free(s->if_cond);
 				s->if_cond = kiln_strdup(val->str);
 			}
@@ -1394,7 +1440,8 @@ static void parse_step(ctx *c, const kiln_ynode *v, kiln_step *s)
 		if (shell_k)
 			fail(c, shell_k, "'shell' is only for 'run' steps, not for 'uses'");
 		if (wd_k)
-			fail(c, wd_k, "'working-directory' is only for 'run' steps, not for 'uses'");
+			fail(c, wd_k,
+			     "'working-directory' is only for 'run' steps, not for 'uses'");
 	} else if (with_k) {
 		fail(c, with_k, "'with' is only for steps that use an action ('uses')");
 	}
@@ -1464,8 +1511,7 @@ static int check_workflow_ref(ctx *c, const kiln_ynode *v, kiln_job *j)
 		const size_t dl = sizeof dir - 1;
 		bool ext = (n > 4 && strncmp(end - 4, ".yml", 4) == 0) ||
 		           (n > 5 && strncmp(end - 5, ".yaml", 5) == 0);
-		if (n > dl && strncmp(path, dir, dl) == 0 && ext &&
-		    !memchr(path + dl, '/', n - dl))
+		if (n > dl && strncmp(path, dir, dl) == 0 && ext && !memchr(path + dl, '/', n - dl))
 			return 0;
 	}
 	return fail(c, v,
@@ -1474,13 +1520,20 @@ static int check_workflow_ref(ctx *c, const kiln_ynode *v, kiln_job *j)
 	            Q(q, u));
 }
 
-static const char *const call_keys[] = {"name",        "uses",        "with",
-                                        "secrets",     "needs",       "if",
-                                        "permissions", "concurrency", "strategy"};
-static const char *const runner_keys[] = {
-    "runs-on",     "timeout-minutes", "cancel-timeout-minutes", "continue-on-error",
-    "container",   "services",        "env",                    "environment",
-    "outputs",     "defaults",        "steps",                  "snapshot"};
+static const char *const call_keys[] = {"name", "uses",        "with",        "secrets", "needs",
+                                        "if",   "permissions", "concurrency", "strategy"};
+static const char *const runner_keys[] = {"runs-on",
+                                          "timeout-minutes",
+                                          "cancel-timeout-minutes",
+                                          "continue-on-error",
+                                          "container",
+                                          "services",
+                                          "env",
+                                          "environment",
+                                          "outputs",
+                                          "defaults",
+                                          "steps",
+                                          "snapshot"};
 
 static bool in_list(const char *const *l, size_t n, const char *s)
 {
@@ -1576,7 +1629,8 @@ static void parse_job(ctx *c, const kiln_ynode *key, const kiln_ynode *v, kiln_j
 		else if (strcmp(name, "if") == 0) {
 			if (!kiln_ynode_is_null(val) && val->kind != KILN_YNODE_SCALAR)
 				fail(c, val, "'if' must be a string, not %s", a_kind(val));
-			else if (!kiln_ynode_is_null(val) && check_if(c, val, KILN_PLACE_JOB_IF) == 0) {
+			else if (!kiln_ynode_is_null(val) &&
+			         check_if(c, val, KILN_PLACE_JOB_IF) == 0) {
 				free(j->if_cond);
 				j->if_cond = kiln_strdup(val->str);
 			}
@@ -1613,7 +1667,8 @@ static void parse_job(ctx *c, const kiln_ynode *key, const kiln_ynode *v, kiln_j
 			j->container = val;
 			j->container_def = kiln_calloc(1, sizeof *j->container_def);
 			if (has_expr(val) && val->kind == KILN_YNODE_SCALAR)
-				get_str(c, name, val, KILN_PLACE_JOB, false, &j->container_def->image);
+				get_str(c, name, val, KILN_PLACE_JOB, false,
+				        &j->container_def->image);
 			else
 				parse_container(c, name, val, false, j->container_def);
 		} else if (strcmp(name, "environment") == 0) {
@@ -1634,8 +1689,8 @@ static void parse_job(ctx *c, const kiln_ynode *key, const kiln_ynode *v, kiln_j
 				     is_scalar(val) && !kiln_ynode_is_null(val) ? "this string"
 				                                                : a_kind(val));
 			else
-				get_env(c, name, val, KILN_PLACE_JOB_SECRETS, &j->secret_values, false,
-				        NULL);
+				get_env(c, name, val, KILN_PLACE_JOB_SECRETS, &j->secret_values,
+				        false, NULL);
 		} else if (strcmp(name, "snapshot") == 0)
 			parse_snapshot(c, val);
 		else
@@ -1748,7 +1803,8 @@ static void check_needs(ctx *c, const kiln_ynode *jobs_key)
 		/* Without a cycle or an unknown job, some job is free; keep the rule stated. */
 		if (!any_free && c->nproblems == before)
 			fail(c, jobs_key,
-			     "no job can start: every job has 'needs' (at least one must have none)");
+			     "no job can start: every job has 'needs' (at least one must have "
+			     "none)");
 		return;
 	}
 	/* Start the cycle at its member that comes first in the file. */
@@ -1767,8 +1823,8 @@ static void check_needs(ctx *c, const kiln_ynode *jobs_key)
 	}
 	const kiln_job *j0 = &wf->jobs[cyc[lo]];
 	kiln_buf_puts(&b, j0->id);
-	const kiln_ynode *at = kiln_ynode_get_key(wf->doc ? kiln_ynode_get(wf->doc, "jobs") : NULL,
-	                                          j0->id);
+	const kiln_ynode *at =
+	    kiln_ynode_get_key(wf->doc ? kiln_ynode_get(wf->doc, "jobs") : NULL, j0->id);
 	fail(c, at, "needs cycle: %s", b.p);
 	kiln_buf_free(&b);
 }
@@ -1805,8 +1861,7 @@ typedef struct input_obj {
 	const kiln_ynode *type_v, *default_v, *options_v;
 } input_obj;
 
-static int input_key(ctx *c, void *obj, const char *name, const kiln_ynode *k,
-                     const kiln_ynode *v)
+static int input_key(ctx *c, void *obj, const char *name, const kiln_ynode *k, const kiln_ynode *v)
 {
 	input_obj *o = obj;
 	kiln_input *in = o->in;
@@ -1831,10 +1886,13 @@ static int input_key(ctx *c, void *obj, const char *name, const kiln_ynode *k,
 	if (strcmp(name, "default") == 0) {
 		o->default_v = v;
 		if (v && v->kind != KILN_YNODE_SCALAR)
-			return fail(c, v, "input '%s': 'default' must be a string, a number or a boolean, "
-			                  "not %s",
-			            in->name, a_kind(v));
-		if (scan_exprs(c, v, "default", o->call ? KILN_PLACE_RUN_NAME : KILN_PLACE_NONE) < 0)
+			return fail(
+			    c, v,
+			    "input '%s': 'default' must be a string, a number or a boolean, "
+			    "not %s",
+			    in->name, a_kind(v));
+		if (scan_exprs(c, v, "default", o->call ? KILN_PLACE_RUN_NAME : KILN_PLACE_NONE) <
+		    0)
 			return -EINVAL;
 		free(in->default_value);
 		in->default_value = kiln_strdup(kiln_ynode_is_null(v) ? "" : v->str);
@@ -1875,29 +1933,33 @@ static void parse_inputs(ctx *c, kiln_event *e, const kiln_ynode *v, bool call)
 		input_obj o = {in, call, NULL, NULL, NULL};
 		walk_map(c, "inputs", val, &o, input_key);
 		if (call && !o.type_v)
-			fail(c, val, "input '%s' needs a 'type' (string, boolean or number)", Q(q, name));
+			fail(c, val, "input '%s' needs a 'type' (string, boolean or number)",
+			     Q(q, name));
 		if (in->type == KILN_INPUT_CHOICE && in->options.n == 0)
 			fail(c, val, "choice input '%s' needs 'options'", Q(q, name));
 		else if (in->type != KILN_INPUT_CHOICE && o.options_v)
-			fail(c, o.options_v, "input '%s' has 'options' but its type is %s, not choice",
-			     Q(q, name), kiln_input_type_name(in->type));
+			fail(c, o.options_v,
+			     "input '%s' has 'options' but its type is %s, not choice", Q(q, name),
+			     kiln_input_type_name(in->type));
 		const kiln_ynode *d = o.default_v;
 		if (!d || d->kind != KILN_YNODE_SCALAR || has_expr(d))
 			continue;
 		bool b;
 		if (in->type == KILN_INPUT_BOOLEAN && kiln_ynode_bool(d, &b) < 0)
-			fail(c, d, "input '%s': the default of a boolean input must be true or false",
+			fail(c, d,
+			     "input '%s': the default of a boolean input must be true or false",
 			     Q(q, name));
 		else if ((in->type == KILN_INPUT_STRING || in->type == KILN_INPUT_CHOICE ||
 		          in->type == KILN_INPUT_ENVIRONMENT) &&
 		         !kiln_ynode_is_null(d) && !is_stringy(d))
 			fail(c, d,
-			     "input '%s': the default of a %s input must be a string (quote it: '%s')",
+			     "input '%s': the default of a %s input must be a string (quote it: "
+			     "'%s')",
 			     Q(q, name), kiln_input_type_name(in->type), d->str);
 		else if (in->type == KILN_INPUT_CHOICE && in->options.n &&
 		         !kiln_strv_contains(&in->options, d->str))
-			fail(c, d, "input '%s': the default '%s' is not one of its options", Q(q, name),
-			     d->str);
+			fail(c, d, "input '%s': the default '%s' is not one of its options",
+			     Q(q, name), d->str);
 	}
 }
 
@@ -1951,8 +2013,9 @@ static void parse_call_outputs(ctx *c, kiln_event *e, const kiln_ynode *v)
 		kiln_call_output *o = &e->outputs[e->noutputs++];
 		o->name = kiln_strdup(name);
 		if (!val || val->kind != KILN_YNODE_MAPPING) {
-			fail(c, val ? val : k, "output '%s' must be a mapping with a 'value', not %s",
-			     Q(q, name), a_kind(val));
+			fail(c, val ? val : k,
+			     "output '%s' must be a mapping with a 'value', not %s", Q(q, name),
+			     a_kind(val));
 			continue;
 		}
 		out_obj oo = {o, false};
@@ -2089,7 +2152,8 @@ static void parse_filters(ctx *c, kiln_event *e, const kiln_ynode *v)
 		e->filters |= filter_keys[f].bit;
 		kiln_strv *list = (kiln_strv *)((char *)e + filter_keys[f].off);
 		int r;
-		if (filter_keys[f].bit == KILN_FILTER_TYPES && strcmp(e->name, "repository_dispatch") == 0)
+		if (filter_keys[f].bit == KILN_FILTER_TYPES &&
+		    strcmp(e->name, "repository_dispatch") == 0)
 			r = get_seq(c, name, val, KILN_PLACE_NONE, true, list);
 		else
 			r = get_strv(c, name, val, KILN_PLACE_NONE, true, list);
@@ -2105,8 +2169,9 @@ static void parse_filters(ctx *c, kiln_event *e, const kiln_ynode *v)
 			kiln_buf b = {0};
 			for (m = 0; types[m]; m++)
 				kiln_buf_printf(&b, "%s%s", m ? ", " : "", types[m]);
-			const kiln_ynode *at =
-			    val->kind == KILN_YNODE_SEQUENCE && t < val->nitems ? val->items[t] : val;
+			const kiln_ynode *at = val->kind == KILN_YNODE_SEQUENCE && t < val->nitems
+			                           ? val->items[t]
+			                           : val;
 			fail(c, at, "unknown activity type '%s' for event '%s' (known: %s)",
 			     Q(q, list->v[t]), e->name, b.p);
 			kiln_buf_free(&b);
@@ -2268,7 +2333,8 @@ static void parse_root(ctx *c, const kiln_ynode *root)
 			parse_permissions(c, v, &wf->permissions_def);
 		} else if (strcmp(name, "concurrency") == 0) {
 			wf->concurrency = v;
-			parse_concurrency(c, k, v, KILN_PLACE_RUN_NAME, false, &wf->concurrency_def);
+			parse_concurrency(c, k, v, KILN_PLACE_RUN_NAME, false,
+			                  &wf->concurrency_def);
 		} else if (strcmp(name, "jobs") == 0) {
 			jobs_key = k;
 			jobs = v;
@@ -2374,7 +2440,8 @@ bool kiln_workflow_triggers(const kiln_workflow *wf, const char *event)
 		return strcmp(on->str, event) == 0;
 	case KILN_YNODE_SEQUENCE:
 		for (size_t i = 0; i < on->nitems; i++)
-			if (on->items[i]->kind == KILN_YNODE_SCALAR && strcmp(on->items[i]->str, event) == 0)
+			if (on->items[i]->kind == KILN_YNODE_SCALAR &&
+			    strcmp(on->items[i]->str, event) == 0)
 				return true;
 		return false;
 	case KILN_YNODE_MAPPING:

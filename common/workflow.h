@@ -7,15 +7,17 @@
  * (`node` fields) wherever a later stage evaluates expressions or reports
  * positions: job and step mappings, `if`, env/with/outputs values
  * (kiln_kv.node), `strategy.matrix`, concurrency, containers. Strings that
- * may hold `${{ }}` are kept as written; evaluating them is the caller's job.
+ * may hold `${{ }}` are kept as written (a lone `${{ 'text' }}` is the text, as for
+ * GitHub); evaluating them is the caller's job.
  *
  * Parsing checks what GitHub's own parser checks (keys, types, ids, needs,
  * events and their activity types, cron schedules, dispatch and call
  * inputs, expression syntax and the contexts and functions allowed at each
  * place), plus what GitHub's service refuses on top (branches with
- * branches-ignore, a choice default outside its options, malformed `uses`).
- * kiln_workflow_parse() stops at nothing: it finds every problem, and
- * reports the first; kiln_workflow_check() hands back all of them.
+ * branches-ignore, a choice default outside its options, malformed `uses`,
+ * jobs without steps, matrices that cannot expand). Parsing does not stop at
+ * the first problem: kiln_workflow_parse() reports the first one found,
+ * kiln_workflow_check() hands back all of them.
  */
 #ifndef KILN_WORKFLOW_H
 #define KILN_WORKFLOW_H
@@ -28,7 +30,7 @@ typedef struct kiln_kv {
 	char *key;
 	char *value;            /* the scalar as written ("" for null) */
 	const kiln_ynode *node; /* the value's node; borrowed from the workflow's document */
-} kiln_kv; /* ordered */
+} kiln_kv;                      /* ordered */
 
 typedef struct kiln_env {
 	kiln_kv *v;
@@ -50,8 +52,8 @@ typedef struct kiln_perm_scope {
 
 /* permissions: read-all | write-all | {scope: read|write|none} */
 typedef struct kiln_permissions {
-	bool set;       /* the key was written */
-	kiln_perm all;  /* READ for read-all, WRITE for write-all, UNSET for a mapping */
+	bool set;      /* the key was written */
+	kiln_perm all; /* READ for read-all, WRITE for write-all, UNSET for a mapping */
 	kiln_perm_scope *scopes;
 	size_t nscopes;
 } kiln_permissions;
@@ -67,7 +69,8 @@ typedef struct kiln_concurrency {
 /* A job container or a service container. */
 typedef struct kiln_container {
 	char *id;    /* services: the service's key; NULL for the job container */
-	char *image; /* may hold ${{ }}; the whole definition may be one expression (then only this) */
+	char *image; /* may hold ${{ }}; the whole definition may be one expression (then only this)
+	              */
 	char *username, *password; /* credentials */
 	kiln_env env;
 	kiln_strv ports, volumes;
@@ -126,10 +129,10 @@ typedef struct kiln_job {
 	char *environment_name, *environment_url; /* environment: NAME | {name, url} */
 	kiln_concurrency concurrency_def;
 	kiln_permissions permissions_def;
-	bool secrets_inherit;     /* secrets: inherit */
-	kiln_env secret_values;   /* secrets: {NAME: value} */
-	bool is_call;             /* a reusable-workflow call (uses:) */
-	bool uses_local;          /* uses: ./.github/workflows/x.yml */
+	bool secrets_inherit;   /* secrets: inherit */
+	kiln_env secret_values; /* secrets: {NAME: value} */
+	bool is_call;           /* a reusable-workflow call (uses:) */
+	bool uses_local;        /* uses: ./.github/workflows/x.yml */
 } kiln_job;
 
 /* Which filters an event was given (kiln_event.filters). */
@@ -283,9 +286,9 @@ typedef enum kiln_expr_place {
 	KILN_PLACE_JOB_DEFAULTS, /* jobs.*.defaults.run */
 	KILN_PLACE_RUNNER,       /* jobs.*.outputs, container env */
 	KILN_PLACE_RUNNER_NO_SECRETS, /* environment url */
-	KILN_PLACE_CREDENTIALS,  /* container credentials */
-	KILN_PLACE_STEP_IF,      /* steps.*.if */
-	KILN_PLACE_STEP,         /* steps.*: name, run, env, with, working-directory, ... */
+	KILN_PLACE_CREDENTIALS,       /* container credentials */
+	KILN_PLACE_STEP_IF,           /* steps.*.if */
+	KILN_PLACE_STEP,              /* steps.*: name, run, env, with, working-directory, ... */
 	KILN_PLACE_COUNT_,
 } kiln_expr_place;
 /* NULL-terminated list for a place (an empty list for KILN_PLACE_NONE). */

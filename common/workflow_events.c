@@ -58,8 +58,8 @@ static const event_def events[] = {
     {"deployment", 0, NULL},
     {"deployment_status", 0, NULL},
     {"discussion", F_TYPES,
-     T("created", "edited", "deleted", "transferred", "pinned", "unpinned", "labeled",
-       "unlabeled", "locked", "unlocked", "category_changed", "answered", "unanswered")},
+     T("created", "edited", "deleted", "transferred", "pinned", "unpinned", "labeled", "unlabeled",
+       "locked", "unlocked", "category_changed", "answered", "unanswered")},
     {"discussion_comment", F_TYPES, T("created", "edited", "deleted")},
     {"fork", 0, NULL},
     {"gollum", 0, NULL},
@@ -133,8 +133,8 @@ static const char *const *const places[KILN_PLACE_COUNT_] = {
     [KILN_PLACE_RUN_NAME] = T(BASE),
     [KILN_PLACE_WORKFLOW_ENV] = T(BASE, "secrets"),
     [KILN_PLACE_CALL_OUTPUT] = T(BASE, "jobs"),
-    [KILN_PLACE_JOB_IF] = T(BASE, "needs", "always(0,0)", "failure(0,MAX)", "cancelled(0,0)",
-                            "success(0,MAX)"),
+    [KILN_PLACE_JOB_IF] =
+        T(BASE, "needs", "always(0,0)", "failure(0,MAX)", "cancelled(0,0)", "success(0,MAX)"),
     [KILN_PLACE_STRATEGY] = T(BASE, "needs"),
     [KILN_PLACE_JOB] = T(STRAT),
     [KILN_PLACE_JOB_ENV] = T(STRAT, "secrets"),
@@ -144,9 +144,8 @@ static const char *const *const places[KILN_PLACE_COUNT_] = {
     [KILN_PLACE_RUNNER] = T(RUNNER),
     [KILN_PLACE_RUNNER_NO_SECRETS] = T(STRAT, "steps", "job", "runner", "env"),
     [KILN_PLACE_CREDENTIALS] = T(STRAT, "secrets", "env"),
-    [KILN_PLACE_STEP_IF] = T(STRAT, "steps", "job", "runner", "env", "always(0,0)",
-                             "failure(0,0)", "cancelled(0,0)", "success(0,0)",
-                             "hashFiles(1,255)"),
+    [KILN_PLACE_STEP_IF] = T(STRAT, "steps", "job", "runner", "env", "always(0,0)", "failure(0,0)",
+                             "cancelled(0,0)", "success(0,0)", "hashFiles(1,255)"),
     [KILN_PLACE_STEP] = T(RUNNER, "hashFiles(1,255)"),
 };
 

@@ -1112,7 +1112,7 @@ static bool decide(coord *c, uint64_t run_id, job_row *rows, size_t n, int64_t n
 							  : KILN_EXPR_STATUS_CANCELLED};
 		bool go = false;
 		const char *cond = r->cond && *r->cond ? r->cond : "success()";
-		if (kiln_expr_condition(cond, &x, &go) < 0) {
+		if (kiln_expr_condition_ex(cond, &x, KILN_EXPR_JOB_STATUS, &go) < 0) {
 			_cleanup_free_ char *msg = kiln_asprintf("if: %s", kiln_errmsg());
 			finish_row(c, r, "failure", msg, now);
 		} else if (!go) {

@@ -378,6 +378,16 @@ class Agent(_Process):
         return self
 
 
+def wait_run_done(coord, run_id, timeout=TIMEOUT):
+    """Module-level form of Coordinator.wait_run_done."""
+    return coord.wait_run_done(run_id, timeout)
+
+
+def wait_agents(coord, n, timeout=TIMEOUT):
+    """Module-level form of Coordinator.wait_agents."""
+    return coord.wait_agents(n, timeout)
+
+
 # ---------------------------------------------------------------- CLI
 
 def run_cli(*args, env=None, server=None, cwd=None, timeout=120, check=None):

@@ -102,6 +102,20 @@ jobs:
       - run: echo "gpu must not run"
 '''
 
+SHA = '''\
+name: sha
+on: push
+jobs:
+  show:
+    runs-on: linux
+    steps:
+      - uses: actions/checkout@v4
+      - run: |
+          echo "marker=$(cat marker.txt)"
+          echo "sha=$GITHUB_SHA"
+          echo "head=$(git rev-parse HEAD 2>/dev/null || echo none)"
+'''
+
 MARKER = 'committed marker 1234\n'
 
 R = kiln.Runner()
@@ -113,6 +127,7 @@ def setup():
         '.github/workflows/dag.yml': DAG,
         '.github/workflows/fails.yml': FAIL,
         '.github/workflows/gpu.yml': GPU,
+        '.github/workflows/sha.yml': SHA,
         'marker.txt': MARKER,
     })
     coord = kiln.Coordinator().start()
@@ -370,6 +385,35 @@ def test_runs_listed():
     assert coord.runs() == json.loads(r.stdout)['runs']
 
 
+def test_new_commit_and_pinned_sha():
+    """A later commit on main is picked up (the coordinator's mirror is refreshed), and
+    --sha pins a run to an older commit: checkout gives that commit's files."""
+    coord = state['coord']
+    R.watch(coord, *state['agents'])
+    first = state['sha']
+    second = kiln.commit(state['repo'], 'second', files={'marker.txt': 'second marker\n'})
+
+    def show(run_id):
+        follow = kiln.run_cli('logs', '-f', run_id, server=state['server'], timeout=60)
+        assert follow.returncode == 0, kiln.describe(follow)
+        return dict(l[len('[show] '):].split('=', 1) for l in follow.stdout.splitlines()
+                    if l.startswith('[show] ') and '=' in l and '==>' not in l)
+
+    latest = submit('sha.yml')
+    got = show(latest)
+    assert coord.run(latest)['sha'] == second, coord.run(latest)
+    assert got['marker'] == 'second marker' and got['sha'] == second, got
+
+    r = kiln.run_cli('submit', '--repo', state['repo'], '--ref', 'main', '--sha', first,
+                     '-W', 'sha.yml', server=state['server'], check=0)
+    pinned = int(r.stdout.split()[-1])
+    got = show(pinned)
+    assert coord.run(pinned)['sha'] == first, coord.run(pinned)
+    assert got['marker'] == MARKER.strip() and got['sha'] == first, got
+    if got['head'] != 'none':
+        assert got['head'] == first, got
+
+
 def teardown():
     for a in state.get('agents', []):
         assert a.stop() == 0, a.log()
@@ -387,6 +431,7 @@ def main():
     R.run(test_failure_propagates)
     R.run(test_unmatched_runs_on_stays_queued)
     R.run(test_runs_listed)
+    R.run(test_new_commit_and_pinned_sha)
     R.run(teardown)
     R.finish()
 

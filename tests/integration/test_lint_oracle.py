@@ -9,7 +9,9 @@ test. The corpus holds the pipelines of the seed documents and hand-written
 workflows, valid and broken, of the shapes real repositories use.
 
 Also checked: kiln's output is one "file:line:col: message" line per problem,
-and the exit status is 0 for a clean file, 1 for a file with problems.
+the exit status is 0 for a clean file, 1 for a file with problems, 2 for a
+usage error, and without FILES `kiln lint` finds the repository's workflows
+(.kiln/workflows first, else .github/workflows).
 
 Needs node and tests/oracle/node_modules (scripts/deps.sh installs them;
 `cd tests/oracle && npm install` does too).
@@ -20,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 SRC = os.environ.get('KILN_SRC') or os.path.abspath(
     os.path.join(os.path.dirname(__file__), '..', '..'))
@@ -72,9 +75,58 @@ def short(s, n=90):
     return s if len(s) <= n else s[:n - 3] + '...'
 
 
+CLEAN = 'on: push\njobs:\n  a:\n    runs-on: linux\n    steps:\n      - run: make\n'
+BROKEN = 'on: pushh\njobs:\n  a:\n    runs-on: linux\n    steps:\n      - run: make\n'
+
+
+def cli_checks():
+    """`kiln lint` without FILES, and its exit statuses."""
+    def lint(cwd, *args):
+        return subprocess.run([KILN, 'lint'] + list(args), cwd=cwd, capture_output=True,
+                              text=True, timeout=60)
+
+    def write(root, rel, text):
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'w') as f:
+            f.write(text)
+
+    with tempfile.TemporaryDirectory() as root:
+        p = lint(root)
+        assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+        assert 'no workflow files' in p.stderr, p.stderr
+        assert p.stdout == '', p.stdout
+
+        write(root, '.github/workflows/ci.yml', CLEAN)
+        write(root, '.github/workflows/nightly.yaml', BROKEN)
+        write(root, '.github/workflows/notes.txt', 'not a workflow')
+        p = lint(root)
+        assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+        assert p.stdout == ".github/workflows/nightly.yaml:1:5: unknown event 'pushh'\n", p.stdout
+
+        # .kiln/workflows, when it has workflows, is the only place looked at
+        write(root, '.kiln/workflows/ci.yml', CLEAN)
+        p = lint(root)
+        assert p.returncode == 0 and p.stdout == '', (p.returncode, p.stdout, p.stderr)
+
+        # explicit files, several at once: every problem of each
+        p = lint(root, '.github/workflows/nightly.yaml', '.kiln/workflows/ci.yml',
+                 '.github/workflows/nightly.yaml')
+        assert p.returncode == 1 and len(p.stdout.splitlines()) == 2, (p.returncode, p.stdout)
+
+        p = lint(root, 'missing.yml')
+        assert p.returncode == 2 and 'missing.yml' in p.stderr, (p.returncode, p.stderr)
+        p = lint(root, '--bogus')
+        assert p.returncode == 2, (p.returncode, p.stderr)
+        p = lint(root, '--help')
+        assert p.returncode == 0 and 'Usage: kiln lint' in p.stdout, (p.returncode, p.stdout)
+    print('cli: ok')
+
+
 def main():
     if not os.access(KILN, os.X_OK):
         fail('no kiln binary at %s (set KILN_BIN)' % KILN)
+    cli_checks()
     names = sorted(n for n in os.listdir(CORPUS) if n.endswith(('.yml', '.yaml')))
     if len(names) < MIN_CORPUS:
         fail('the corpus has %d workflows, fewer than %d' % (len(names), MIN_CORPUS))

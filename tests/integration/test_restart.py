@@ -2,6 +2,7 @@
 A coordinator restart resumes its runs: SIGKILL while a job is running (the
 agent keeps going, spools, reconnects) and a clean SIGTERM restart between runs.
 """
+import json
 import os
 import re
 import sys
@@ -232,19 +233,20 @@ def test_sigterm_restart_keeps_runs():
         assert [l['text'] for l in coord.job_log(job['id']) if l['stream'] != 'system'] == \
             ['quick 1', 'quick 2', 'quick 3']
         r = kiln.run_cli('runs', '--json', server=coord.http, check=0)
-        assert [x['id'] for x in __import__('json').loads(r.stdout)['runs']] == [first]
+        assert [x['id'] for x in json.loads(r.stdout)['runs']] == [first]
 
         # the agent comes back and a new run works, numbered after the old one
         coord.wait_agents(1)
         second = int(kiln.run_cli('submit', '--repo', repo, '--ref', 'main',
                                   server=coord.http, check=0).stdout.split()[-1])
         assert second != first
-        # KILN BUG (coordinator/sched.c handle_poll + handle_job_update): the agent's
-        # held Poll was sent while its only slot was busy (free_slots = 0); nng resends that
-        # same Poll to the restarted coordinator, which parks it with parked_free = 0 and
-        # gives the idle agent nothing until the poll times out (--poll-timeout, 25 s).
-        # A one-step job on an idle agent must not wait for that: require 10 s, then keep
-        # waiting (to check the rest) and fail at the end.
+        # Regression check for a kiln bug found here (fixed in f33c94f, "Scheduler: count
+        # an agent's free slots from the jobs it runs"): the agent's held Poll was sent while
+        # its only slot was busy (free_slots = 0); nng resends that same Poll to the
+        # restarted coordinator, which parked it with no free slot and gave the idle agent
+        # nothing until the poll timed out (--poll-timeout, 25 s). A one-step job on an
+        # idle agent must not wait for that: require 10 s, then keep waiting (to check
+        # the rest) and fail at the end.
         late = None
         t0 = time.monotonic()
         try:

@@ -75,17 +75,21 @@ static void test_errors(void)
 	CHECK_BAD("0 0 * * 7", 8, "day-of-week field '7': 7 is out of range 0-6");
 	CHECK_BAD("0 6 * * MONDAY", 8,
 	          "day-of-week field 'MONDAY': 'MONDAY' is not a number or a name");
-	CHECK_BAD("0 0 * JANUARY *", 6, "month field 'JANUARY': 'JANUARY' is not a number or a name");
+	CHECK_BAD("0 0 * JANUARY *", 6,
+	          "month field 'JANUARY': 'JANUARY' is not a number or a name");
 	CHECK_BAD("0 MON * * *", 2, "hour field 'MON': 'MON' is not a number");
 	CHECK_BAD("*/0 * * * *", 0, "minute field '*/0': a step must be positive");
 	CHECK_BAD("*/60 * * * *", 0, "minute field '*/60': 60 is out of range 0-59");
 	CHECK_BAD("*/5/2 * * * *", 0, "minute field '*/5/2': more than one '/'");
-	CHECK_BAD("*/ * * * *", 0, "minute field '*/': a step needs a start and a value ('*/5', '1-30/2')");
-	CHECK_BAD("30-10 * * * *", 0, "minute field '30-10': the range 30-10 ends before it starts");
+	CHECK_BAD("*/ * * * *", 0,
+	          "minute field '*/': a step needs a start and a value ('*/5', '1-30/2')");
+	CHECK_BAD("30-10 * * * *", 0,
+	          "minute field '30-10': the range 30-10 ends before it starts");
 	CHECK_BAD("1-2-3 * * * *", 0, "minute field '1-2-3': more than one '-'");
 	CHECK_BAD("1,,2 * * * *", 0, "minute field '1,,2': an empty list element");
 	CHECK_BAD("1, * * * *", 0, "minute field '1,': an empty list element");
-	CHECK_BAD("0 0 * * FRI-MON", 8, "day-of-week field 'FRI-MON': the range FRI-MON ends before it starts");
+	CHECK_BAD("0 0 * * FRI-MON", 8,
+	          "day-of-week field 'FRI-MON': the range FRI-MON ends before it starts");
 	CHECK_BAD("0 0 * * */MON", 8, "day-of-week field '*/MON': 'MON' is not a number");
 	CHECK_BAD("-1 * * * *", 0, "minute field '-1': a value is missing");
 	CHECK_BAD("0 0 3 * * *", 10,
@@ -126,7 +130,7 @@ static void test_matching(void)
 	/* Both day fields restricted: either one matches (the 13th, or any Friday). */
 	CHECK_INT(kiln_cron_parse("0 0 13 * 5", &c, NULL), 0);
 	CHECK_INT(kiln_cron_next(&c, JAN1_2024), JAN1_2024 + 4 * 86400); /* Fri 5 Jan */
-	CHECK(kiln_cron_matches(&c, JAN1_2024 + 12 * 86400));           /* Sat 13 Jan */
+	CHECK(kiln_cron_matches(&c, JAN1_2024 + 12 * 86400));            /* Sat 13 Jan */
 	/* One restricted, the other '*': only the restricted one counts. */
 	CHECK_INT(kiln_cron_parse("0 0 13 * *", &c, NULL), 0);
 	CHECK(!kiln_cron_matches(&c, JAN1_2024 + 4 * 86400));
@@ -135,7 +139,8 @@ static void test_matching(void)
 
 	/* 29 February: the next leap year; 31 February: never. */
 	CHECK_INT(kiln_cron_parse("0 12 29 2 *", &c, NULL), 0);
-	CHECK_INT(kiln_cron_next(&c, 1677628800LL /* 2023-03-01 */), 1709208000LL /* 2024-02-29 12:00 */);
+	CHECK_INT(kiln_cron_next(&c, 1677628800LL /* 2023-03-01 */),
+	          1709208000LL /* 2024-02-29 12:00 */);
 	CHECK_INT(kiln_cron_parse("0 0 31 2 *", &c, NULL), 0);
 	CHECK_INT(kiln_cron_next(&c, JAN1_2024), -1);
 

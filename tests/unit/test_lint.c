@@ -24,21 +24,21 @@ static void test_clean(void)
 
 static void test_sorted_and_complete(void)
 {
-	const char *doc = "on:\n"                          /* 1 */
-	                  "  push:\n"                      /* 2 */
-	                  "    branches: main\n"           /* 3 */
-	                  "    branches-ignore: dev\n"     /* 4 */
-	                  "jobs:\n"                        /* 5 */
-	                  "  build:\n"                     /* 6 */
-	                  "    runs_on: x\n"               /* 7 */
-	                  "    steps:\n"                   /* 8 */
-	                  "      - run: echo ${{ }}\n"     /* 9 */
-	                  "        uses: a/b@v1\n"         /* 10 */
-	                  "  test:\n"                      /* 11 */
-	                  "    needs: [build, test]\n"     /* 12 */
-	                  "    runs-on: x\n"               /* 13 */
-	                  "    steps:\n"                   /* 14 */
-	                  "      - run: ${{ nope.x }}\n";  /* 15 */
+	const char *doc = "on:\n"                         /* 1 */
+	                  "  push:\n"                     /* 2 */
+	                  "    branches: main\n"          /* 3 */
+	                  "    branches-ignore: dev\n"    /* 4 */
+	                  "jobs:\n"                       /* 5 */
+	                  "  build:\n"                    /* 6 */
+	                  "    runs_on: x\n"              /* 7 */
+	                  "    steps:\n"                  /* 8 */
+	                  "      - run: echo ${{ }}\n"    /* 9 */
+	                  "        uses: a/b@v1\n"        /* 10 */
+	                  "  test:\n"                     /* 11 */
+	                  "    needs: [build, test]\n"    /* 12 */
+	                  "    runs-on: x\n"              /* 13 */
+	                  "    steps:\n"                  /* 14 */
+	                  "      - run: ${{ nope.x }}\n"; /* 15 */
 	kiln_strv p = {0};
 	kiln_strv_push(&p, "kept");
 	int n = lint(doc, &p);
@@ -90,7 +90,8 @@ static void test_yaml_and_empty(void)
 	CHECK(p.n == 1 && strcmp(p.v[0], "w.yml:1:1: empty workflow") == 0);
 	kiln_strv_free(&p);
 	CHECK_INT(kiln_lint_file(NULL, "x", 1, &p), 1);
-	CHECK(p.n == 1 && strcmp(p.v[0], "<input>:1:1: a workflow must be a mapping, not a string") == 0);
+	CHECK(p.n == 1 &&
+	      strcmp(p.v[0], "<input>:1:1: a workflow must be a mapping, not a string") == 0);
 	kiln_strv_free(&p);
 }
 
@@ -109,8 +110,9 @@ static void test_strict(void)
 	kiln_strv p = {0};
 	CHECK_INT(lint(doc, &p), 1);
 	if (p.n == 1)
-		CHECK_STR(p.v[0], "w.yml:9:18: 'run': Unrecognized named-value: 'matrix'. Located at "
-		                  "position 1 within expression: matrix.os");
+		CHECK_STR(p.v[0],
+		          "w.yml:9:18: 'run': Unrecognized named-value: 'matrix'. Located at "
+		          "position 1 within expression: matrix.os");
 	kiln_strv_free(&p);
 }
 

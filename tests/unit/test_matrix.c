@@ -99,24 +99,26 @@ static void test_exclude(void)
 static void test_include(void)
 {
 	/* GitHub's documented example, result for result. */
-	CHECK_EXPAND("{\"fruit\": [\"apple\", \"pear\"], \"animal\": [\"cat\", \"dog\"],"
-	             " \"include\": [{\"color\": \"green\"},"
-	             "               {\"color\": \"pink\", \"animal\": \"cat\"},"
-	             "               {\"fruit\": \"apple\", \"shape\": \"circle\"},"
-	             "               {\"fruit\": \"banana\"},"
-	             "               {\"fruit\": \"banana\", \"animal\": \"cat\"}]}",
-	             "[{\"fruit\":\"apple\",\"animal\":\"cat\",\"color\":\"pink\",\"shape\":\"circle\"},"
-	             "{\"fruit\":\"apple\",\"animal\":\"dog\",\"color\":\"green\",\"shape\":\"circle\"},"
-	             "{\"fruit\":\"pear\",\"animal\":\"cat\",\"color\":\"pink\"},"
-	             "{\"fruit\":\"pear\",\"animal\":\"dog\",\"color\":\"green\"},"
-	             "{\"fruit\":\"banana\"},"
-	             "{\"fruit\":\"banana\",\"animal\":\"cat\"}]");
+	CHECK_EXPAND(
+	    "{\"fruit\": [\"apple\", \"pear\"], \"animal\": [\"cat\", \"dog\"],"
+	    " \"include\": [{\"color\": \"green\"},"
+	    "               {\"color\": \"pink\", \"animal\": \"cat\"},"
+	    "               {\"fruit\": \"apple\", \"shape\": \"circle\"},"
+	    "               {\"fruit\": \"banana\"},"
+	    "               {\"fruit\": \"banana\", \"animal\": \"cat\"}]}",
+	    "[{\"fruit\":\"apple\",\"animal\":\"cat\",\"color\":\"pink\",\"shape\":\"circle\"},"
+	    "{\"fruit\":\"apple\",\"animal\":\"dog\",\"color\":\"green\",\"shape\":\"circle\"},"
+	    "{\"fruit\":\"pear\",\"animal\":\"cat\",\"color\":\"pink\"},"
+	    "{\"fruit\":\"pear\",\"animal\":\"dog\",\"color\":\"green\"},"
+	    "{\"fruit\":\"banana\"},"
+	    "{\"fruit\":\"banana\",\"animal\":\"cat\"}]");
 	/* Expanding one configuration: only (windows, 16) gets npm. */
-	CHECK_EXPAND("{\"os\": [\"windows-latest\", \"ubuntu-latest\"], \"node\": [14, 16],"
-	             " \"include\": [{\"os\": \"windows-latest\", \"node\": 16, \"npm\": 6}]}",
-	             "[{\"os\":\"windows-latest\",\"node\":14},"
-	             "{\"os\":\"windows-latest\",\"node\":16,\"npm\":6},"
-	             "{\"os\":\"ubuntu-latest\",\"node\":14},{\"os\":\"ubuntu-latest\",\"node\":16}]");
+	CHECK_EXPAND(
+	    "{\"os\": [\"windows-latest\", \"ubuntu-latest\"], \"node\": [14, 16],"
+	    " \"include\": [{\"os\": \"windows-latest\", \"node\": 16, \"npm\": 6}]}",
+	    "[{\"os\":\"windows-latest\",\"node\":14},"
+	    "{\"os\":\"windows-latest\",\"node\":16,\"npm\":6},"
+	    "{\"os\":\"ubuntu-latest\",\"node\":14},{\"os\":\"ubuntu-latest\",\"node\":16}]");
 	/* An original value is never overwritten: the entry becomes a combination. */
 	CHECK_EXPAND("{\"os\": [\"a\"], \"include\": [{\"os\": \"b\", \"x\": 1}]}",
 	             "[{\"os\":\"a\"},{\"os\":\"b\",\"x\":1}]");
@@ -126,8 +128,9 @@ static void test_include(void)
 	             "[{\"site\":\"production\",\"datacenter\":\"site-a\"},"
 	             "{\"site\":\"staging\",\"datacenter\":\"site-b\"}]");
 	/* Exclude first, then include: an excluded combination can come back from include. */
-	CHECK_EXPAND("{\"a\": [1, 2], \"exclude\": [{\"a\": 2}], \"include\": [{\"a\": 2, \"b\": 3}]}",
-	             "[{\"a\":1},{\"a\":2,\"b\":3}]");
+	CHECK_EXPAND(
+	    "{\"a\": [1, 2], \"exclude\": [{\"a\": 2}], \"include\": [{\"a\": 2, \"b\": 3}]}",
+	    "[{\"a\":1},{\"a\":2,\"b\":3}]");
 	/* Include entries with object values match deeply. */
 	CHECK_EXPAND("{\"cfg\": [{\"os\": \"l\"}, {\"os\": \"m\"}],"
 	             " \"include\": [{\"cfg\": {\"os\": \"m\"}, \"extra\": [1]}]}",
@@ -180,9 +183,11 @@ static void test_limits_and_errors(void)
 	kiln_buf_free(&b);
 
 	CHECK_EXPAND_FAIL("[1]", -EINVAL, "a matrix must be a mapping");
-	CHECK_EXPAND_FAIL("{}", -EINVAL, "a matrix must define at least one vector or include entry");
+	CHECK_EXPAND_FAIL("{}", -EINVAL,
+	                  "a matrix must define at least one vector or include entry");
 	CHECK_EXPAND_FAIL("{\"os\": \"linux\"}", -EINVAL, "matrix vector 'os' must be a list");
-	CHECK_EXPAND_FAIL("{\"os\": []}", -EINVAL, "matrix vector 'os' does not contain any values");
+	CHECK_EXPAND_FAIL("{\"os\": []}", -EINVAL,
+	                  "matrix vector 'os' does not contain any values");
 	CHECK_EXPAND_FAIL("{\"os\": [1], \"include\": {\"a\": 1}}", -EINVAL,
 	                  "matrix 'include' must be a list of mappings");
 	CHECK_EXPAND_FAIL("{\"os\": [1], \"include\": [{\"a\": 1}, 2]}", -EINVAL,
@@ -279,9 +284,17 @@ static void test_names(void)
 	struct {
 		double d;
 		const char *want;
-	} nums[] = {{1, "1"},           {-2.5, "-2.5"},      {1e21, "1e+21"},     {1e20, "100000000000000000000"},
-	            {1e-7, "1e-7"},     {0.000001, "0.000001"}, {123.456, "123.456"}, {3.1, "3.1"},
-	            {0.1 + 0.2, "0.30000000000000004"}, {-0.0, "0"}, {1.5e300, "1.5e+300"}};
+	} nums[] = {{1, "1"},
+	            {-2.5, "-2.5"},
+	            {1e21, "1e+21"},
+	            {1e20, "100000000000000000000"},
+	            {1e-7, "1e-7"},
+	            {0.000001, "0.000001"},
+	            {123.456, "123.456"},
+	            {3.1, "3.1"},
+	            {0.1 + 0.2, "0.30000000000000004"},
+	            {-0.0, "0"},
+	            {1.5e300, "1.5e+300"}};
 	for (size_t i = 0; i < KILN_ARRAY_SIZE(nums); i++) {
 		json_t *v = json_real(nums[i].d);
 		s = kiln_matrix_value_str(v);

@@ -557,88 +557,88 @@ static void test_seeds(void)
 static void test_typed_model(void)
 {
 	const char *doc =
-	    "name: Typed\n"                                                        /* 1 */
-	    "description: every key\n"                                             /* 2 */
-	    "on:\n"                                                                /* 3 */
-	    "  push:\n"                                                            /* 4 */
-	    "    branches: [main, 'release/**']\n"                                 /* 5 */
-	    "    tags-ignore: nightly\n"                                           /* 6 */
-	    "    paths: ['src/**']\n"                                              /* 7 */
-	    "  pull_request:\n"                                                    /* 8 */
-	    "    types: [opened, synchronize]\n"                                   /* 9 */
-	    "  schedule:\n"                                                        /* 10 */
-	    "    - cron: '*/30 8-18 * * MON-FRI'\n"                                /* 11 */
-	    "    - cron: '0 0 1 * *'\n"                                            /* 12 */
-	    "      timezone: Europe/Paris\n"                                       /* 13 */
-	    "  workflow_dispatch:\n"                                               /* 14 */
-	    "    inputs:\n"                                                        /* 15 */
-	    "      level:\n"                                                       /* 16 */
-	    "        description: Log level\n"                                     /* 17 */
-	    "        type: choice\n"                                               /* 18 */
-	    "        options: [info, debug]\n"                                     /* 19 */
-	    "        default: info\n"                                              /* 20 */
-	    "        required: true\n"                                             /* 21 */
-	    "      dry: {type: boolean, default: false}\n"                         /* 22 */
-	    "      plain: {}\n"                                                    /* 23 */
-	    "  workflow_run:\n"                                                    /* 24 */
-	    "    workflows: [CI]\n"                                                /* 25 */
-	    "    types: completed\n"                                               /* 26 */
-	    "  workflow_call:\n"                                                   /* 27 */
-	    "    inputs:\n"                                                        /* 28 */
-	    "      n: {type: number, default: 3}\n"                                /* 29 */
-	    "      ref: {type: string, default: '${{ github.ref }}'}\n"            /* 30 */
-	    "    outputs:\n"                                                       /* 31 */
+	    "name: Typed\n"                                                           /* 1 */
+	    "description: every key\n"                                                /* 2 */
+	    "on:\n"                                                                   /* 3 */
+	    "  push:\n"                                                               /* 4 */
+	    "    branches: [main, 'release/**']\n"                                    /* 5 */
+	    "    tags-ignore: nightly\n"                                              /* 6 */
+	    "    paths: ['src/**']\n"                                                 /* 7 */
+	    "  pull_request:\n"                                                       /* 8 */
+	    "    types: [opened, synchronize]\n"                                      /* 9 */
+	    "  schedule:\n"                                                           /* 10 */
+	    "    - cron: '*/30 8-18 * * MON-FRI'\n"                                   /* 11 */
+	    "    - cron: '0 0 1 * *'\n"                                               /* 12 */
+	    "      timezone: Europe/Paris\n"                                          /* 13 */
+	    "  workflow_dispatch:\n"                                                  /* 14 */
+	    "    inputs:\n"                                                           /* 15 */
+	    "      level:\n"                                                          /* 16 */
+	    "        description: Log level\n"                                        /* 17 */
+	    "        type: choice\n"                                                  /* 18 */
+	    "        options: [info, debug]\n"                                        /* 19 */
+	    "        default: info\n"                                                 /* 20 */
+	    "        required: true\n"                                                /* 21 */
+	    "      dry: {type: boolean, default: false}\n"                            /* 22 */
+	    "      plain: {}\n"                                                       /* 23 */
+	    "  workflow_run:\n"                                                       /* 24 */
+	    "    workflows: [CI]\n"                                                   /* 25 */
+	    "    types: completed\n"                                                  /* 26 */
+	    "  workflow_call:\n"                                                      /* 27 */
+	    "    inputs:\n"                                                           /* 28 */
+	    "      n: {type: number, default: 3}\n"                                   /* 29 */
+	    "      ref: {type: string, default: '${{ github.ref }}'}\n"               /* 30 */
+	    "    outputs:\n"                                                          /* 31 */
 	    "      image: {description: built, value: '${{ jobs.b.outputs.img }}'}\n" /* 32 */
-	    "    secrets:\n"                                                       /* 33 */
-	    "      token: {required: true}\n"                                      /* 34 */
-	    "      other:\n"                                                       /* 35 */
-	    "  repository_dispatch:\n"                                             /* 36 */
-	    "    types: [deploy]\n"                                                /* 37 */
-	    "permissions:\n"                                                       /* 38 */
-	    "  contents: read\n"                                                   /* 39 */
-	    "  id-token: write\n"                                                  /* 40 */
-	    "  issues: none\n"                                                     /* 41 */
-	    "concurrency:\n"                                                       /* 42 */
-	    "  group: ${{ github.workflow }}-${{ github.ref }}\n"                  /* 43 */
-	    "  cancel-in-progress: true\n"                                         /* 44 */
-	    "env: ${{ fromJSON(vars.ENV) }}\n"                                     /* 45 */
-	    "jobs:\n"                                                              /* 46 */
-	    "  b:\n"                                                               /* 47 */
-	    "    runs-on: ubuntu-latest\n"                                         /* 48 */
-	    "    permissions: write-all\n"                                         /* 49 */
-	    "    concurrency: deploy-${{ github.ref }}\n"                          /* 50 */
-	    "    environment: {name: prod, url: '${{ steps.d.outputs.url }}'}\n"   /* 51 */
-	    "    outputs:\n"                                                       /* 52 */
-	    "      img: ${{ steps.d.outputs.image }}\n"                            /* 53 */
-	    "    strategy:\n"                                                      /* 54 */
-	    "      fail-fast: false\n"                                             /* 55 */
-	    "      max-parallel: 2\n"                                              /* 56 */
-	    "      matrix: {os: [a, b]}\n"                                         /* 57 */
-	    "    container:\n"                                                     /* 58 */
-	    "      image: ghcr.io/x/y:1\n"                                         /* 59 */
-	    "      credentials: {username: u, password: '${{ secrets.P }}'}\n"     /* 60 */
-	    "      env: {A: 1}\n"                                                  /* 61 */
-	    "      ports: [80, '443:443']\n"                                       /* 62 */
-	    "      volumes: [/data]\n"                                             /* 63 */
-	    "      options: --cpus 1\n"                                            /* 64 */
-	    "    services:\n"                                                      /* 65 */
-	    "      redis: redis:7\n"                                               /* 66 */
-	    "      db:\n"                                                          /* 67 */
-	    "        image: postgres\n"                                            /* 68 */
-	    "        entrypoint: /bin/sh\n"                                        /* 69 */
-	    "        command: -c 'sleep 1'\n"                                      /* 70 */
-	    "    steps:\n"                                                         /* 71 */
-	    "      - id: d\n"                                                      /* 72 */
-	    "        run: echo ${{ matrix.os }}\n"                                 /* 73 */
-	    "  call:\n"                                                            /* 74 */
-	    "    needs: b\n"                                                       /* 75 */
-	    "    uses: ./.github/workflows/deploy.yml\n"                           /* 76 */
-	    "    with: {image: '${{ needs.b.outputs.img }}', n: 2, dry: true}\n"   /* 77 */
-	    "    secrets: {token: '${{ secrets.T }}'}\n"                           /* 78 */
-	    "  remote:\n"                                                          /* 79 */
-	    "    uses: org/repo/.github/workflows/w.yaml@v1\n"                     /* 80 */
-	    "    secrets: inherit\n"                                               /* 81 */
-	    "    strategy: ${{ fromJSON(inputs.s) }}\n";                           /* 82 */
+	    "    secrets:\n"                                                          /* 33 */
+	    "      token: {required: true}\n"                                         /* 34 */
+	    "      other:\n"                                                          /* 35 */
+	    "  repository_dispatch:\n"                                                /* 36 */
+	    "    types: [deploy]\n"                                                   /* 37 */
+	    "permissions:\n"                                                          /* 38 */
+	    "  contents: read\n"                                                      /* 39 */
+	    "  id-token: write\n"                                                     /* 40 */
+	    "  issues: none\n"                                                        /* 41 */
+	    "concurrency:\n"                                                          /* 42 */
+	    "  group: ${{ github.workflow }}-${{ github.ref }}\n"                     /* 43 */
+	    "  cancel-in-progress: true\n"                                            /* 44 */
+	    "env: ${{ fromJSON(vars.ENV) }}\n"                                        /* 45 */
+	    "jobs:\n"                                                                 /* 46 */
+	    "  b:\n"                                                                  /* 47 */
+	    "    runs-on: ubuntu-latest\n"                                            /* 48 */
+	    "    permissions: write-all\n"                                            /* 49 */
+	    "    concurrency: deploy-${{ github.ref }}\n"                             /* 50 */
+	    "    environment: {name: prod, url: '${{ steps.d.outputs.url }}'}\n"      /* 51 */
+	    "    outputs:\n"                                                          /* 52 */
+	    "      img: ${{ steps.d.outputs.image }}\n"                               /* 53 */
+	    "    strategy:\n"                                                         /* 54 */
+	    "      fail-fast: false\n"                                                /* 55 */
+	    "      max-parallel: 2\n"                                                 /* 56 */
+	    "      matrix: {os: [a, b]}\n"                                            /* 57 */
+	    "    container:\n"                                                        /* 58 */
+	    "      image: ghcr.io/x/y:1\n"                                            /* 59 */
+	    "      credentials: {username: u, password: '${{ secrets.P }}'}\n"        /* 60 */
+	    "      env: {A: 1}\n"                                                     /* 61 */
+	    "      ports: [80, '443:443']\n"                                          /* 62 */
+	    "      volumes: [/data]\n"                                                /* 63 */
+	    "      options: --cpus 1\n"                                               /* 64 */
+	    "    services:\n"                                                         /* 65 */
+	    "      redis: redis:7\n"                                                  /* 66 */
+	    "      db:\n"                                                             /* 67 */
+	    "        image: postgres\n"                                               /* 68 */
+	    "        entrypoint: /bin/sh\n"                                           /* 69 */
+	    "        command: -c 'sleep 1'\n"                                         /* 70 */
+	    "    steps:\n"                                                            /* 71 */
+	    "      - id: d\n"                                                         /* 72 */
+	    "        run: echo ${{ matrix.os }}\n"                                    /* 73 */
+	    "  call:\n"                                                               /* 74 */
+	    "    needs: b\n"                                                          /* 75 */
+	    "    uses: ./.github/workflows/deploy.yml\n"                              /* 76 */
+	    "    with: {image: '${{ needs.b.outputs.img }}', n: 2, dry: true}\n"      /* 77 */
+	    "    secrets: {token: '${{ secrets.T }}'}\n"                              /* 78 */
+	    "  remote:\n"                                                             /* 79 */
+	    "    uses: org/repo/.github/workflows/w.yaml@v1\n"                        /* 80 */
+	    "    secrets: inherit\n"                                                  /* 81 */
+	    "    strategy: ${{ fromJSON(inputs.s) }}\n";                              /* 82 */
 	_cleanup_(kiln_workflow_freep) kiln_workflow *wf = NULL;
 	int r = parse(doc, &wf);
 	CHECK_INT(r, 0);
@@ -794,24 +794,28 @@ static void test_events_and_inputs(void)
 	CHECK_FAIL("on:\n  pull-request:\n" JOB, "ci.yml:2:3: unknown event 'pull-request'");
 	CHECK_FAIL("on:\n" JOB, "ci.yml:1:1: 'on' must name at least one event");
 	CHECK_FAIL("on: {}\n" JOB, "ci.yml:1:5: 'on' must name at least one event");
-	CHECK_FAIL("on: [[push]]\n" JOB, "ci.yml:1:6: an event must be named by a string, not a sequence");
+	CHECK_FAIL("on: [[push]]\n" JOB,
+	           "ci.yml:1:6: an event must be named by a string, not a sequence");
 	CHECK_FAIL("on: ${{ github.event }}\n" JOB,
 	           "ci.yml:1:5: event names cannot hold expressions ('${{ }}')");
 	CHECK_FAIL("on:\n  push:\n    branch: main\n" JOB,
 	           "ci.yml:3:5: unknown key 'branch' for event 'push'");
 	CHECK_FAIL("on:\n  push:\n    types: [created]\n" JOB,
 	           "ci.yml:3:5: unknown key 'types' for event 'push'");
-	CHECK_FAIL("on:\n  push:\n    branches: {main: 1}\n" JOB,
-	           "ci.yml:3:15: 'branches' must be a string or a sequence of strings, not a mapping");
+	CHECK_FAIL(
+	    "on:\n  push:\n    branches: {main: 1}\n" JOB,
+	    "ci.yml:3:15: 'branches' must be a string or a sequence of strings, not a mapping");
 	CHECK_FAIL("on:\n  push:\n    branches: ['']\n" JOB,
 	           "ci.yml:3:16: 'branches' entries must not be empty");
-	CHECK_FAIL("on:\n  push: [main]\n" JOB,
-	           "ci.yml:2:9: event 'push' must be empty or a mapping of filters, not a sequence");
+	CHECK_FAIL(
+	    "on:\n  push: [main]\n" JOB,
+	    "ci.yml:2:9: event 'push' must be empty or a mapping of filters, not a sequence");
 	CHECK_FAIL("on:\n  create:\n    branches: [main]\n" JOB,
 	           "ci.yml:3:5: event 'create' takes no configuration (leave it empty)");
 	/* GitHub refuses a filter together with its -ignore form */
-	CHECK_FAIL("on:\n  push:\n    branches: [main]\n    tags: [v1]\n    branches-ignore: [dev]\n" JOB,
-	           "ci.yml:5:5: event 'push' cannot have both 'branches' and 'branches-ignore'");
+	CHECK_FAIL(
+	    "on:\n  push:\n    branches: [main]\n    tags: [v1]\n    branches-ignore: [dev]\n" JOB,
+	    "ci.yml:5:5: event 'push' cannot have both 'branches' and 'branches-ignore'");
 	CHECK_FAIL("on:\n  pull_request:\n    paths-ignore: [docs]\n    paths: [src]\n" JOB,
 	           "ci.yml:4:5: event 'pull_request' cannot have both 'paths' and 'paths-ignore'");
 	CHECK_FAIL("on:\n  push:\n    tags-ignore: [a]\n    tags: [b]\n" JOB,
@@ -823,22 +827,25 @@ static void test_events_and_inputs(void)
 	           "synchronize, converted_to_draft, locked, unlocked, enqueued, dequeued, "
 	           "milestoned, demilestoned, ready_for_review, review_requested, "
 	           "review_request_removed, auto_merge_enabled, auto_merge_disabled, stacked)");
-	CHECK_FAIL("on:\n  watch:\n    types: starred\n" JOB,
-	           "ci.yml:3:12: unknown activity type 'starred' for event 'watch' (known: started)");
+	CHECK_FAIL(
+	    "on:\n  watch:\n    types: starred\n" JOB,
+	    "ci.yml:3:12: unknown activity type 'starred' for event 'watch' (known: started)");
 	CHECK_FAIL("on:\n  repository_dispatch:\n    types: deploy\n" JOB,
 	           "ci.yml:3:12: 'types' must be a sequence of strings, not a string");
 	/* schedules */
 	CHECK_FAIL("on:\n  schedule:\n    - cron: '0 25 * * *'\n" JOB,
 	           "ci.yml:3:16: invalid cron schedule: hour field '25': 25 is out of range 0-23");
-	CHECK_FAIL("on:\n  schedule:\n    - cron: 0 0 * * 8\n" JOB,
-	           "ci.yml:3:21: invalid cron schedule: day-of-week field '8': 8 is out of range 0-6");
+	CHECK_FAIL(
+	    "on:\n  schedule:\n    - cron: 0 0 * * 8\n" JOB,
+	    "ci.yml:3:21: invalid cron schedule: day-of-week field '8': 8 is out of range 0-6");
 	CHECK_FAIL("on:\n  schedule:\n    - cron: '@daily'\n" JOB,
 	           "ci.yml:3:14: invalid cron schedule: cron schedule '@daily' must have 5 fields "
 	           "separated by spaces (minute hour day-of-month month day-of-week), not 1");
 	CHECK_FAIL("on:\n  schedule:\n" JOB,
 	           "ci.yml:2:12: 'schedule' must be a sequence of {cron: '...'} entries, not null");
-	CHECK_FAIL("on:\n  schedule:\n    cron: '0 0 * * *'\n" JOB,
-	           "ci.yml:3:5: 'schedule' must be a sequence of {cron: '...'} entries, not a mapping");
+	CHECK_FAIL(
+	    "on:\n  schedule:\n    cron: '0 0 * * *'\n" JOB,
+	    "ci.yml:3:5: 'schedule' must be a sequence of {cron: '...'} entries, not a mapping");
 	CHECK_FAIL("on:\n  schedule:\n    - timezone: UTC\n" JOB,
 	           "ci.yml:3:7: a schedule entry needs a 'cron'");
 	CHECK_FAIL("on:\n  schedule:\n    - cron: '0 0 * * *'\n      tz: UTC\n" JOB,
@@ -846,40 +853,47 @@ static void test_events_and_inputs(void)
 	/* workflow_dispatch inputs */
 	CHECK_FAIL("on:\n  workflow_dispatch:\n    inputs:\n      l: {type: choice}\n" JOB,
 	           "ci.yml:4:10: choice input 'l' needs 'options'");
-	CHECK_FAIL("on:\n  workflow_dispatch:\n    inputs:\n      l: {type: choice, options: [a, b], default: c}\n" JOB,
+	CHECK_FAIL("on:\n  workflow_dispatch:\n    inputs:\n      l: {type: choice, options: [a, "
+	           "b], default: c}\n" JOB,
 	           "ci.yml:4:51: input 'l': the default 'c' is not one of its options");
 	CHECK_FAIL("on:\n  workflow_dispatch:\n    inputs:\n      l: {options: [a]}\n" JOB,
 	           "ci.yml:4:20: input 'l' has 'options' but its type is string, not choice");
 	CHECK_FAIL("on:\n  workflow_dispatch:\n    inputs:\n      l: {type: text}\n" JOB,
 	           "ci.yml:4:17: input 'l': 'type' must be string, boolean, number, choice or "
 	           "environment, not text");
-	CHECK_FAIL("on:\n  workflow_dispatch:\n    inputs:\n      l: {type: boolean, default: 'yes'}\n" JOB,
+	CHECK_FAIL("on:\n  workflow_dispatch:\n    inputs:\n      l: {type: boolean, default: "
+	           "'yes'}\n" JOB,
 	           "ci.yml:4:35: input 'l': the default of a boolean input must be true or false");
 	CHECK_FAIL("on:\n  workflow_dispatch:\n    inputs:\n      l: {default: 10}\n" JOB,
 	           "ci.yml:4:20: input 'l': the default of a string input must be a string (quote "
 	           "it: '10')");
 	CHECK_FAIL("on:\n  workflow_dispatch:\n    inputs:\n      l: {required: 'true'}\n" JOB,
 	           "ci.yml:4:21: 'required' must be true or false, not a quoted string");
-	CHECK_FAIL("on:\n  workflow_dispatch:\n    inputs:\n      l: {default: '${{ github.ref }}'}\n" JOB,
-	           "ci.yml:4:20: 'default' cannot hold expressions ('${{ }}')");
+	CHECK_FAIL(
+	    "on:\n  workflow_dispatch:\n    inputs:\n      l: {default: '${{ github.ref }}'}\n" JOB,
+	    "ci.yml:4:20: 'default' cannot hold expressions ('${{ }}')");
 	CHECK_FAIL("on:\n  workflow_dispatch:\n    inputs:\n      l:\n" JOB,
 	           "ci.yml:4:9: input 'l' must be a mapping, not null");
 	CHECK_FAIL("on:\n  workflow_dispatch:\n    inputs: [a]\n" JOB,
 	           "ci.yml:3:13: 'inputs' must be a mapping, not a sequence");
-	CHECK_FAIL("on:\n  workflow_dispatch:\n    input: {}\n" JOB, "ci.yml:3:5: unknown key 'input'");
+	CHECK_FAIL("on:\n  workflow_dispatch:\n    input: {}\n" JOB,
+	           "ci.yml:3:5: unknown key 'input'");
 	/* workflow_call */
 	CHECK_FAIL("on:\n  workflow_call:\n    inputs:\n      n: {required: true}\n" JOB,
 	           "ci.yml:4:10: input 'n' needs a 'type' (string, boolean or number)");
 	CHECK_FAIL("on:\n  workflow_call:\n    inputs:\n      n: {type: choice}\n" JOB,
 	           "ci.yml:4:17: input 'n': 'type' must be string, boolean or number, not choice");
-	CHECK_FAIL("on:\n  workflow_call:\n    inputs:\n      n: {type: string, options: [a]}\n" JOB,
-	           "ci.yml:4:25: unknown key 'options'");
-	CHECK_FAIL("on:\n  workflow_call:\n    inputs:\n      n: {type: string, default: '${{ secrets.X }}'}\n" JOB,
+	CHECK_FAIL(
+	    "on:\n  workflow_call:\n    inputs:\n      n: {type: string, options: [a]}\n" JOB,
+	    "ci.yml:4:25: unknown key 'options'");
+	CHECK_FAIL("on:\n  workflow_call:\n    inputs:\n      n: {type: string, default: '${{ "
+	           "secrets.X }}'}\n" JOB,
 	           "ci.yml:4:34: 'default': Unrecognized named-value: 'secrets'. Located at "
 	           "position 1 within expression: secrets.X");
 	CHECK_FAIL("on:\n  workflow_call:\n    outputs:\n      o: {description: x}\n" JOB,
 	           "ci.yml:4:10: output 'o' needs a 'value'");
-	CHECK_FAIL("on:\n  workflow_call:\n    outputs:\n      o: {value: '${{ steps.a.outputs.b }}'}\n" JOB,
+	CHECK_FAIL("on:\n  workflow_call:\n    outputs:\n      o: {value: '${{ steps.a.outputs.b "
+	           "}}'}\n" JOB,
 	           "ci.yml:4:18: 'value': Unrecognized named-value: 'steps'. Located at position 1 "
 	           "within expression: steps.a.outputs.b");
 	CHECK_FAIL("on:\n  workflow_call:\n    secrets:\n      s: {required: yes}\n" JOB,
@@ -895,55 +909,68 @@ static void test_job_checks(void)
 	           "ci.yml:5:5: job 'c' cannot have both 'uses' and 'env'");
 	CHECK_FAIL("on: push\njobs:\n  c:\n    uses: ./.github/workflows/w.yml\n    bogus: 1\n",
 	           "ci.yml:5:5: unknown key 'bogus'");
-	CHECK_FAIL("on: push\njobs:\n  c:\n    runs-on: x\n    secrets: inherit\n    steps: [run: x]\n",
-	           "ci.yml:5:5: 'secrets' is only for jobs that call a reusable workflow ('uses')");
+	CHECK_FAIL(
+	    "on: push\njobs:\n  c:\n    runs-on: x\n    secrets: inherit\n    steps: [run: x]\n",
+	    "ci.yml:5:5: 'secrets' is only for jobs that call a reusable workflow ('uses')");
 	CHECK_FAIL("on: push\njobs:\n  c:\n    runs-on: x\n    with: {a: 1}\n    steps: [run: x]\n",
 	           "ci.yml:5:5: 'with' is only for jobs that call a reusable workflow ('uses')");
-	CHECK_FAIL("on: push\njobs:\n  c:\n    uses: org/repo/w.yml@v1\n",
-	           "ci.yml:4:11: 'uses' must name a reusable workflow as ./.github/workflows/FILE.yml "
-	           "or OWNER/REPO/.github/workflows/FILE.yml@REF, not 'org/repo/w.yml@v1'");
-	CHECK_FAIL("on: push\njobs:\n  c:\n    uses: org/repo/.github/workflows/w.yml\n",
-	           "ci.yml:4:11: 'uses' must name a reusable workflow as ./.github/workflows/FILE.yml "
-	           "or OWNER/REPO/.github/workflows/FILE.yml@REF, not "
-	           "'org/repo/.github/workflows/w.yml'");
-	CHECK_FAIL("on: push\njobs:\n  c:\n    uses: ./.github/workflows/w.yml@main\n",
-	           "ci.yml:4:11: 'uses' must name a reusable workflow as ./.github/workflows/FILE.yml "
-	           "or OWNER/REPO/.github/workflows/FILE.yml@REF, not "
-	           "'./.github/workflows/w.yml@main'");
-	CHECK_FAIL("on: push\njobs:\n  c:\n    uses: ./.github/workflows/sub/w.txt\n",
-	           "ci.yml:4:11: 'uses' must name a reusable workflow as ./.github/workflows/FILE.yml "
-	           "or OWNER/REPO/.github/workflows/FILE.yml@REF, not "
-	           "'./.github/workflows/sub/w.txt'");
+	CHECK_FAIL(
+	    "on: push\njobs:\n  c:\n    uses: org/repo/w.yml@v1\n",
+	    "ci.yml:4:11: 'uses' must name a reusable workflow as ./.github/workflows/FILE.yml "
+	    "or OWNER/REPO/.github/workflows/FILE.yml@REF, not 'org/repo/w.yml@v1'");
+	CHECK_FAIL(
+	    "on: push\njobs:\n  c:\n    uses: org/repo/.github/workflows/w.yml\n",
+	    "ci.yml:4:11: 'uses' must name a reusable workflow as ./.github/workflows/FILE.yml "
+	    "or OWNER/REPO/.github/workflows/FILE.yml@REF, not "
+	    "'org/repo/.github/workflows/w.yml'");
+	CHECK_FAIL(
+	    "on: push\njobs:\n  c:\n    uses: ./.github/workflows/w.yml@main\n",
+	    "ci.yml:4:11: 'uses' must name a reusable workflow as ./.github/workflows/FILE.yml "
+	    "or OWNER/REPO/.github/workflows/FILE.yml@REF, not "
+	    "'./.github/workflows/w.yml@main'");
+	CHECK_FAIL(
+	    "on: push\njobs:\n  c:\n    uses: ./.github/workflows/sub/w.txt\n",
+	    "ci.yml:4:11: 'uses' must name a reusable workflow as ./.github/workflows/FILE.yml "
+	    "or OWNER/REPO/.github/workflows/FILE.yml@REF, not "
+	    "'./.github/workflows/sub/w.txt'");
 	CHECK_FAIL("on: push\njobs:\n  c:\n    uses: ./.github/workflows/w.yml\n    secrets: all\n",
 	           "ci.yml:5:14: 'secrets' must be inherit or a mapping, not this string");
-	CHECK_FAIL("on: push\njobs:\n  c:\n    uses: ./.github/workflows/w.yml\n    with: {a: [1]}\n",
-	           "ci.yml:5:15: with 'a' must be a string, not a sequence");
+	CHECK_FAIL(
+	    "on: push\njobs:\n  c:\n    uses: ./.github/workflows/w.yml\n    with: {a: [1]}\n",
+	    "ci.yml:5:15: with 'a' must be a string, not a sequence");
 	CHECK_FAIL("on: push\njobs:\n  c:\n    uses: ${{ inputs.w }}\n",
 	           "ci.yml:4:11: 'uses' cannot hold expressions ('${{ }}')");
 
 	/* step uses */
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: actions/checkout\n",
-	           "ci.yml:6:15: 'uses' must be OWNER/REPO[/PATH]@REF, ./PATH or docker://IMAGE, "
-	           "not 'actions/checkout'");
+	CHECK_FAIL(
+	    "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: actions/checkout\n",
+	    "ci.yml:6:15: 'uses' must be OWNER/REPO[/PATH]@REF, ./PATH or docker://IMAGE, "
+	    "not 'actions/checkout'");
 	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: checkout@v4\n",
 	           "ci.yml:6:15: 'uses' must be OWNER/REPO[/PATH]@REF, ./PATH or docker://IMAGE, "
 	           "not 'checkout@v4'");
 	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: docker://\n",
 	           "ci.yml:6:15: 'uses' must be OWNER/REPO[/PATH]@REF, ./PATH or docker://IMAGE, "
 	           "not 'docker://'");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: a/b@v1\n        shell: bash\n",
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: a/b@v1\n      "
+	           "  shell: bash\n",
 	           "ci.yml:7:9: 'shell' is only for 'run' steps, not for 'uses'");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: a/b@v1\n        working-directory: d\n",
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: a/b@v1\n      "
+	           "  working-directory: d\n",
 	           "ci.yml:7:9: 'working-directory' is only for 'run' steps, not for 'uses'");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: make\n        with: {a: 1}\n",
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: make\n        "
+	           "with: {a: 1}\n",
 	           "ci.yml:7:9: 'with' is only for steps that use an action ('uses')");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: make\n        shell: ''\n",
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: make\n        "
+	           "shell: ''\n",
 	           "ci.yml:7:16: 'shell' must not be empty");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - {id: __x, run: make}\n",
-	           "ci.yml:6:14: invalid step id '__x': ids starting with '__' are reserved");
+	CHECK_FAIL(
+	    "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - {id: __x, run: make}\n",
+	    "ci.yml:6:14: invalid step id '__x': ids starting with '__' are reserved");
 
 	/* job keys and shapes */
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    timeout-minutes: '30'\n    steps: [run: x]\n",
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    timeout-minutes: '30'\n    steps: "
+	           "[run: x]\n",
 	           "ci.yml:5:22: 'timeout-minutes' must be a positive number of minutes (at most "
 	           "525600) or an expression");
 	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: {group: team/x/y}\n    steps: [run: x]\n",
@@ -954,46 +981,63 @@ static void test_job_checks(void)
 	           "enterprise/NAME");
 	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: ['']\n    steps: [run: x]\n",
 	           "ci.yml:4:15: 'runs-on' entries must not be empty");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    environment: {url: u}\n    steps: [run: x]\n",
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    environment: {url: u}\n    steps: "
+	           "[run: x]\n",
 	           "ci.yml:5:18: 'environment' needs a 'name'");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    environment: [a]\n    steps: [run: x]\n",
-	           "ci.yml:5:18: 'environment' must be a string or a mapping, not a sequence");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    concurrency: {cancel-in-progress: true}\n    steps: [run: x]\n",
+	CHECK_FAIL(
+	    "on: push\njobs:\n  a:\n    runs-on: x\n    environment: [a]\n    steps: [run: x]\n",
+	    "ci.yml:5:18: 'environment' must be a string or a mapping, not a sequence");
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    concurrency: {cancel-in-progress: "
+	           "true}\n    steps: [run: x]\n",
 	           "ci.yml:5:18: 'concurrency' needs a 'group'");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    concurrency: ''\n    steps: [run: x]\n",
-	           "ci.yml:5:18: 'concurrency' must not be empty");
+	CHECK_FAIL(
+	    "on: push\njobs:\n  a:\n    runs-on: x\n    concurrency: ''\n    steps: [run: x]\n",
+	    "ci.yml:5:18: 'concurrency' must not be empty");
 	CHECK_FAIL("on: push\nconcurrency: {group: g, queue: all}\n" JOB,
 	           "ci.yml:2:32: 'queue' must be single or max, not all");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    container: {options: --rm}\n    steps: [run: x]\n",
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    container: {options: --rm}\n    "
+	           "steps: [run: x]\n",
 	           "ci.yml:5:16: 'container' has no 'image'");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    container: {image: i, credentials: {user: u}}\n    steps: [run: x]\n",
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    container: {image: i, credentials: "
+	           "{user: u}}\n    steps: [run: x]\n",
 	           "ci.yml:5:41: unknown key 'user'");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    container: {image: i, entrypoint: sh}\n    steps: [run: x]\n",
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    container: {image: i, entrypoint: "
+	           "sh}\n    steps: [run: x]\n",
 	           "ci.yml:5:27: unknown key 'entrypoint'");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    services: {db: {image: i, port: 1}}\n    steps: [run: x]\n",
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    services: {db: {image: i, port: "
+	           "1}}\n    steps: [run: x]\n",
 	           "ci.yml:5:31: unknown key 'port'");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    services: {db: {ports: [1]}}\n    steps: [run: x]\n",
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    services: {db: {ports: [1]}}\n    "
+	           "steps: [run: x]\n",
 	           "ci.yml:5:20: 'services.db' has no 'image'");
 	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    services:\n    steps: [run: x]\n",
 	           "ci.yml:5:14: 'services' must be a mapping, not null");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    outputs: {o: [1]}\n    steps: [run: x]\n",
-	           "ci.yml:5:18: outputs 'o' must be a string, not a sequence");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    strategy: {matrix: {os: linux}}\n    steps: [run: x]\n",
+	CHECK_FAIL(
+	    "on: push\njobs:\n  a:\n    runs-on: x\n    outputs: {o: [1]}\n    steps: [run: x]\n",
+	    "ci.yml:5:18: outputs 'o' must be a string, not a sequence");
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    strategy: {matrix: {os: linux}}\n   "
+	           " steps: [run: x]\n",
 	           "ci.yml:5:29: matrix vector 'os' must be a sequence, not a string");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    strategy: {matrix: {os: [a], include: [b]}}\n    steps: [run: x]\n",
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    strategy: {matrix: {os: [a], "
+	           "include: [b]}}\n    steps: [run: x]\n",
 	           "ci.yml:5:44: matrix 'include' entries must be mappings, not a string");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    strategy: {matrix: {os: []}}\n    steps: [run: x]\n",
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    strategy: {matrix: {os: []}}\n    "
+	           "steps: [run: x]\n",
 	           "ci.yml:5:24: matrix vector 'os' does not contain any values");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    strategy: {matrix: {os: [a], exclude: [{arch: b}]}}\n    steps: [run: x]\n",
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    strategy: {matrix: {os: [a], "
+	           "exclude: [{arch: b}]}}\n    steps: [run: x]\n",
 	           "ci.yml:5:24: matrix exclude key 'arch' does not match any key of the matrix");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    strategy: {max-parallel: 0}\n    steps: [run: x]\n",
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    strategy: {max-parallel: 0}\n    "
+	           "steps: [run: x]\n",
 	           "ci.yml:5:30: 'max-parallel' must be a positive whole number or an expression");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    strategy: {fail-fast: 'no'}\n    steps: [run: x]\n",
-	           "ci.yml:5:27: 'fail-fast' must be true or false or an expression, not a quoted string");
+	CHECK_FAIL(
+	    "on: push\njobs:\n  a:\n    runs-on: x\n    strategy: {fail-fast: 'no'}\n    steps: "
+	    "[run: x]\n",
+	    "ci.yml:5:27: 'fail-fast' must be true, false or an expression, not a quoted string");
 	CHECK_FAIL("on: push\npermissions:\n  contents: admin\n" JOB,
-	           "ci.yml:3:13: permission 'contents' must be read, write or none, not this value");
+	           "ci.yml:3:13: permission 'contents' must be read, write or none, not 'admin'");
 	CHECK_FAIL("on: push\npermissions:\n  id-token: read\n" JOB,
-	           "ci.yml:3:13: permission 'id-token' must be write or none, not this value");
+	           "ci.yml:3:13: permission 'id-token' must be write or none, not 'read'");
 	CHECK_FAIL("on: push\npermissions:\n  content: read\n" JOB,
 	           "ci.yml:3:3: unknown permission scope 'content'");
 	CHECK_FAIL("on: push\npermissions: read\n" JOB,
@@ -1006,28 +1050,32 @@ static void test_job_checks(void)
 	/* top level */
 	CHECK_FAIL("jobs:\n  a:\n    runs-on: x\n    steps: [run: x]\n",
 	           "ci.yml:1:1: workflow has no 'on' (the events that trigger it)");
-	CHECK_FAIL("on: push\nname: [a]\n" JOB, "ci.yml:2:7: 'name' must be a string, not a sequence");
+	CHECK_FAIL("on: push\nname: [a]\n" JOB,
+	           "ci.yml:2:7: 'name' must be a string, not a sequence");
 	CHECK_FAIL("on: push\ndefaults:\n  run:\n    shell: ${{ env.S }}\n" JOB,
 	           "ci.yml:4:12: 'shell' cannot hold expressions ('${{ }}')");
 	CHECK_FAIL("on: push\nenv:\n" JOB, "ci.yml:2:5: 'env' must be a mapping, not null");
 	/* keys that differ only in case, anywhere */
 	CHECK_FAIL("on: push\nenv: {TOKEN: a, token: b}\n" JOB,
 	           "ci.yml:2:17: duplicate key 'token' ('TOKEN' at 2:7 differs only in case)");
-	CHECK_FAIL("on: push\njobs:\n  Build: {runs-on: x, steps: [run: x]}\n  build: {runs-on: x, steps: [run: x]}\n",
+	CHECK_FAIL("on: push\njobs:\n  Build: {runs-on: x, steps: [run: x]}\n  build: {runs-on: x, "
+	           "steps: [run: x]}\n",
 	           "ci.yml:4:3: duplicate key 'build' ('Build' at 3:3 differs only in case)");
 }
 
 static void test_expressions(void)
 {
 	/* Not closed, empty, and not allowed at all. */
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps: [run: 'echo ${{ github.sha']\n",
-	           "ci.yml:5:18: 'run': the expression is not closed: '${{' without a matching '}}'");
+	CHECK_FAIL(
+	    "on: push\njobs:\n  a:\n    runs-on: x\n    steps: [run: 'echo ${{ github.sha']\n",
+	    "ci.yml:5:18: 'run': the expression is not closed: '${{' without a matching '}}'");
 	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps: [run: 'echo ${{ }}']\n",
 	           "ci.yml:5:18: 'run': an expression was expected inside '${{ }}'");
 	CHECK_FAIL("name: CI ${{ github.ref }}\non: push\n" JOB,
 	           "ci.yml:1:7: 'name' cannot hold expressions ('${{ }}')");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    needs: ${{ x }}\n    steps: [run: x]\n",
-	           "ci.yml:5:12: 'needs' cannot hold expressions ('${{ }}')");
+	CHECK_FAIL(
+	    "on: push\njobs:\n  a:\n    runs-on: x\n    needs: ${{ x }}\n    steps: [run: x]\n",
+	    "ci.yml:5:12: 'needs' cannot hold expressions ('${{ }}')");
 	/* A lone string literal is text, allowed anywhere. */
 	kiln_workflow *wf = NULL;
 	CHECK_INT(parse("name: ${{ 'it''s' }}\non: push\n" JOB, &wf), 0);
@@ -1035,16 +1083,20 @@ static void test_expressions(void)
 	kiln_workflow_free(wf);
 
 	/* The contexts and functions GitHub allows at each place. */
-	CHECK_FAIL("on: push\njobs:\n  a:\n    if: secrets.X != ''\n    runs-on: x\n    steps: [run: x]\n",
-	           "ci.yml:4:9: 'if': Unrecognized named-value: 'secrets'. Located at position 1 "
-	           "within expression: secrets.X != ''");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    if: hashFiles('x') != ''\n    runs-on: x\n    steps: [run: x]\n",
+	CHECK_FAIL(
+	    "on: push\njobs:\n  a:\n    if: secrets.X != ''\n    runs-on: x\n    steps: [run: x]\n",
+	    "ci.yml:4:9: 'if': Unrecognized named-value: 'secrets'. Located at position 1 "
+	    "within expression: secrets.X != ''");
+	CHECK_FAIL("on: push\njobs:\n  a:\n    if: hashFiles('x') != ''\n    runs-on: x\n    "
+	           "steps: [run: x]\n",
 	           "ci.yml:4:9: 'if': Unrecognized function: 'hashFiles'. Located at position 1 "
 	           "within expression: hashFiles('x') != ''");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: ${{ steps.s.outputs.r }}\n    steps: [run: x]\n",
-	           "ci.yml:4:14: 'runs-on': Unrecognized named-value: 'steps'. Located at position "
-	           "1 within expression: steps.s.outputs.r");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: x\n        env: {A: '${{ success() }}'}\n",
+	CHECK_FAIL(
+	    "on: push\njobs:\n  a:\n    runs-on: ${{ steps.s.outputs.r }}\n    steps: [run: x]\n",
+	    "ci.yml:4:14: 'runs-on': Unrecognized named-value: 'steps'. Located at position "
+	    "1 within expression: steps.s.outputs.r");
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: x\n        "
+	           "env: {A: '${{ success() }}'}\n",
 	           "ci.yml:7:18: 'env': Unrecognized function: 'success'. Located at position 1 "
 	           "within expression: success()");
 	CHECK_FAIL("on: push\nenv: {A: '${{ env.B }}'}\n" JOB,
@@ -1053,10 +1105,12 @@ static void test_expressions(void)
 	CHECK_FAIL("on: push\nrun-name: ${{ secrets.X }}\n" JOB,
 	           "ci.yml:2:11: 'run-name': Unrecognized named-value: 'secrets'. Located at "
 	           "position 1 within expression: secrets.X");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{run: x, if: 'github.ref =='}]\n",
-	           "ci.yml:5:26: 'if': Unexpected end of expression: '=='. Located at position 12 "
-	           "within expression: github.ref ==");
-	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps: [run: '${{ toUpper(github.ref) }}']\n",
+	CHECK_FAIL(
+	    "on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{run: x, if: 'github.ref =='}]\n",
+	    "ci.yml:5:26: 'if': Unexpected end of expression: '=='. Located at position 12 "
+	    "within expression: github.ref ==");
+	CHECK_FAIL("on: push\njobs:\n  a:\n    runs-on: x\n    steps: [run: '${{ "
+	           "toUpper(github.ref) }}']\n",
 	           "ci.yml:5:18: 'run': Unrecognized function: 'toUpper'. Located at position 1 "
 	           "within expression: toUpper(github.ref)");
 	/* Allowed: each of these is valid where it stands. */
@@ -1090,14 +1144,16 @@ static void test_expressions(void)
 	kiln_workflow_free(wf);
 
 	/* Strict mode (lint): the matrix context only in jobs with a strategy. */
-	const char *nomatrix = "on: push\njobs:\n  a:\n    runs-on: x\n    steps: [run: 'echo ${{ matrix.os }}']\n";
+	const char *nomatrix =
+	    "on: push\njobs:\n  a:\n    runs-on: x\n    steps: [run: 'echo ${{ matrix.os }}']\n";
 	wf = NULL;
 	CHECK_INT(parse(nomatrix, &wf), 0);
 	kiln_workflow_free(wf);
 	kiln_workflow_opts strict = {.strict = true};
 	kiln_strv problems = {0};
-	CHECK_INT(kiln_workflow_check("ci.yml", nomatrix, strlen(nomatrix), &strict, &problems, NULL),
-	          -EINVAL);
+	CHECK_INT(
+	    kiln_workflow_check("ci.yml", nomatrix, strlen(nomatrix), &strict, &problems, NULL),
+	    -EINVAL);
 	CHECK_INT(problems.n, 1);
 	if (problems.n)
 		CHECK_STR(problems.v[0], "ci.yml:5:18: 'run': Unrecognized named-value: 'matrix'. "
@@ -1124,22 +1180,22 @@ static void test_expressions(void)
 
 static void test_all_problems(void)
 {
-	const char *doc = "name: Many\n"                         /* 1 */
-	                  "on:\n"                                /* 2 */
-	                  "  push:\n"                            /* 3 */
-	                  "    branchs: [main]\n"                /* 4 */
-	                  "  schedule:\n"                        /* 5 */
-	                  "    - cron: '0 25 * * *'\n"           /* 6 */
-	                  "jobs:\n"                              /* 7 */
-	                  "  build:\n"                           /* 8 */
-	                  "    runs-on: x\n"                     /* 9 */
-	                  "    timout-minutes: 10\n"             /* 10 */
-	                  "    steps:\n"                         /* 11 */
-	                  "      - uses: actions/checkout@v4\n"  /* 12 */
-	                  "        run: make\n"                  /* 13 */
-	                  "  test:\n"                            /* 14 */
-	                  "    needs: [build, nope]\n"           /* 15 */
-	                  "    steps: [run: x]\n";               /* 16 */
+	const char *doc = "name: Many\n"                        /* 1 */
+	                  "on:\n"                               /* 2 */
+	                  "  push:\n"                           /* 3 */
+	                  "    branchs: [main]\n"               /* 4 */
+	                  "  schedule:\n"                       /* 5 */
+	                  "    - cron: '0 25 * * *'\n"          /* 6 */
+	                  "jobs:\n"                             /* 7 */
+	                  "  build:\n"                          /* 8 */
+	                  "    runs-on: x\n"                    /* 9 */
+	                  "    timout-minutes: 10\n"            /* 10 */
+	                  "    steps:\n"                        /* 11 */
+	                  "      - uses: actions/checkout@v4\n" /* 12 */
+	                  "        run: make\n"                 /* 13 */
+	                  "  test:\n"                           /* 14 */
+	                  "    needs: [build, nope]\n"          /* 15 */
+	                  "    steps: [run: x]\n";              /* 16 */
 	kiln_strv problems = {0};
 	kiln_workflow *wf = (kiln_workflow *)1;
 	CHECK_INT(kiln_workflow_check("ci.yml", doc, strlen(doc), NULL, &problems, &wf), -EINVAL);
