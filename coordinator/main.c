@@ -41,6 +41,16 @@ typedef struct settings {
 	char *poll_timeout, *lost_after, *retries, *max_message, *max_log;
 } settings;
 
+static void settings_free(settings *s)
+{
+	char **all[] = {&s->listen,  &s->http,	  &s->data,	   &s->poll_timeout,
+			&s->lost_after, &s->retries, &s->max_message, &s->max_log};
+	for (size_t i = 0; i < KILN_ARRAY_SIZE(all); i++) {
+		free(*all[i]);
+		*all[i] = NULL;
+	}
+}
+
 static void set_from(char **dst, const kiln_ynode *map, const char *key)
 {
 	const kiln_ynode *n = kiln_ynode_get(map, key);
@@ -116,7 +126,7 @@ int main(int argc, char **argv)
 		{"version", no_argument, NULL, 'V'},
 		{0},
 	};
-	settings s = {0};
+	_cleanup_(settings_free) settings s = {0};
 	const char *config = NULL;
 	int ch, log_level = KILN_LOG_INFO;
 	while ((ch = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
@@ -217,13 +227,5 @@ int main(int argc, char **argv)
 	}
 	sd_notify(0, "STOPPING=1");
 	coord_free(c);
-	free(s.listen);
-	free(s.http);
-	free(s.data);
-	free(s.poll_timeout);
-	free(s.lost_after);
-	free(s.retries);
-	free(s.max_message);
-	free(s.max_log);
 	return 0;
 }
