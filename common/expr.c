@@ -589,7 +589,7 @@ static int p_call(parser *p, node **out, bool *indexable)
 
 static int p_index(parser *p, node **out)
 {
-	node *e;
+	node *e = NULL;
 	bool indexable;
 	int r = p_call(p, &e, &indexable);
 	if (r < 0)
@@ -952,7 +952,7 @@ static void view_free(xview *v)
 static json_t *view_get(const xview *v, const char *key, size_t klen)
 {
 	size_t llen;
-	char small[64];
+	char small[64] = ""; /* zeroed: gcc -O2 cannot see that only klen bytes are read */
 	char *lkey;
 	bool ascii = klen < sizeof small;
 	for (size_t i = 0; ascii && i < klen; i++)

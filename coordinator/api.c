@@ -81,7 +81,7 @@ static json_t *ms_or_null(sqlite3_stmt *st, int i)
 
 static json_t *run_row_json(sqlite3_stmt *st)
 {
-	return json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o}", "id",
+	json_t *r = json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o}", "id",
 			 (json_int_t)sqlite3_column_int64(st, 0), "number",
 			 (json_int_t)sqlite3_column_int64(st, 1), "repository", col_text(st, 2),
 			 "ref", col_text(st, 3), "sha", col_text(st, 4), "event", col_text(st, 5),
@@ -89,11 +89,14 @@ static json_t *run_row_json(sqlite3_stmt *st)
 			 col_text(st, 8), "conclusion", col_text(st, 9), "created_ms",
 			 ms_or_null(st, 10), "started_ms", ms_or_null(st, 11), "finished_ms",
 			 ms_or_null(st, 12));
+	if (sqlite3_column_type(st, 13) != SQLITE_NULL)
+		json_object_set_new(r, "concurrency", json_string(col_text(st, 13)));
+	return r;
 }
 
 #define RUN_COLS                                                                                   \
 	"id, number, repo, ref, sha, event, workflow, name, state, conclusion, created_ms,"        \
-	" started_ms, finished_ms"
+	" started_ms, finished_ms, concurrency"
 
 static json_t *steps_json(coord *c, uint64_t job_id)
 {

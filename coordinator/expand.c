@@ -218,6 +218,17 @@ int coord_expand_job(coord *c, uint64_t job_id, json_t *contexts)
 		bool coe = false;
 		if (r == 0)
 			r = eval_flag(json_object_get(spec, "continue_on_error"), &ix, false, &coe);
+		int timeout = 0;
+		if (r == 0)
+			r = eval_int(json_object_get(spec, "timeout_minutes_expr"), &ix, &timeout);
+		json_t *group = NULL;
+		bool cip = false;
+		if (r == 0 && json_object_get(spec, "concurrency"))
+			r = coord_eval_tree(json_object_get(spec, "concurrency"), &ix, &group);
+		if (r == 0)
+			r = eval_flag(json_object_get(spec, "cancel_in_progress"), &ix, false, &cip);
+		_cleanup_free_ char *group_s = group ? kiln_expr_to_string(group) : NULL;
+		json_decref(group);
 		if (r == 0) {
 			/* runs-on may have become one string, or a list with a list inside */
 			json_t *flat = json_array();
@@ -245,15 +256,20 @@ int coord_expand_job(coord *c, uint64_t job_id, json_t *contexts)
 			if (i == 0) {
 				store_x(c,
 					"UPDATE jobs SET name = ?, runs_on = ?, matrix = ?, strategy = ?,"
-					" expanded = 1, continue_on_error = ? WHERE id = ?",
-					"ttttii", name, ro, mx, sg, (int64_t)coe, (int64_t)job_id);
+					" expanded = 1, continue_on_error = ?, timeout_minutes = nullif(?, 0),"
+					" concurrency = ?, cancel_in_progress = ? WHERE id = ?",
+					"ttttiitii", name, ro, mx, sg, (int64_t)coe, (int64_t)timeout,
+					group_s, (int64_t)cip, (int64_t)job_id);
 			} else {
 				store_x(c,
 					"INSERT INTO jobs(run_id, key, idx, name, needs, runs_on, spec,"
-					" retries_left, matrix, strategy, expanded, continue_on_error)"
-					" VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
-					"itittttitti", run_id, key, (int64_t)i, name, needs, ro, spec_text,
-					retries, mx, sg, (int64_t)coe);
+					" retries_left, matrix, strategy, expanded, continue_on_error,"
+					" timeout_minutes, concurrency, cancel_in_progress, parent)"
+					" VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, nullif(?, 0), ?, ?,"
+					" (SELECT parent FROM jobs WHERE id = ?))",
+					"itittttittiitii", run_id, key, (int64_t)i, name, needs, ro,
+					spec_text, retries, mx, sg, (int64_t)coe, (int64_t)timeout, group_s,
+					(int64_t)cip, (int64_t)job_id);
 				int64_t nid = sqlite3_last_insert_rowid(c->db);
 				store_x(c,
 					"INSERT INTO steps(job_id, idx, name) SELECT ?, idx, name FROM steps"

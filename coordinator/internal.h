@@ -138,6 +138,10 @@ void sched_request(coord *c, bus_ctx *ctx, Kiln__Request *req);
 void sched_pipe_gone(coord *c, uint32_t pipe);
 void sched_tick(coord *c, int64_t now_ms);
 void sched_kick(coord *c);
+/* The `github` context of a run (and job). */
+json_t *coord_github_context(uint64_t run_id, int64_t number, uint32_t attempt, const char *repo,
+			     const char *sha, const char *ref, const char *event, const char *workflow,
+			     const char *job);
 /* Cancels a job: a queued one ends now; a running one is stopped on its agent. */
 void sched_cancel_job(coord *c, uint64_t job_id, const char *why);
 /* Starts the ready jobs of a run, skips those whose needs failed, closes the run when done. */

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/expr.h"
 #include "common/git.h"
 #include "common/matrix.h"
 #include "common/workflow.h"
@@ -193,6 +194,14 @@ static json_t *job_json(const kiln_workflow *wf, const kiln_job *j, const char *
 		json_object_set_new(spec, "max_parallel", json_integer(j->max_parallel));
 	if (j->continue_on_error && strcmp(j->continue_on_error, "false") != 0)
 		json_object_set_new(spec, "continue_on_error", json_string(j->continue_on_error));
+	if (j->timeout_minutes_expr)
+		json_object_set_new(spec, "timeout_minutes_expr", json_string(j->timeout_minutes_expr));
+	if (j->concurrency_def.group) {
+		json_object_set_new(spec, "concurrency", json_string(j->concurrency_def.group));
+		if (j->concurrency_def.cancel_in_progress)
+			json_object_set_new(spec, "cancel_in_progress",
+					    json_string(j->concurrency_def.cancel_in_progress));
+	}
 	if (name_prefix)
 		json_object_set_new(spec, "name_prefix", json_string(name_prefix));
 	json_t *out = json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:s}", "key", key, "name",
@@ -398,9 +407,19 @@ static int plan_workflow(plan *p, const char *path, const char *text, size_t len
 		kiln_workflow_free(wf);
 		return r;
 	}
-	if (json_array_size(jobs))
-		json_array_append_new(p->runs, json_pack("{s:s, s:s, s:o}", "workflow", path, "name",
-							 wf->name ? wf->name : path, "jobs", jobs));
+	if (json_array_size(jobs)) {
+		json_t *run = json_pack("{s:s, s:s, s:o}", "workflow", path, "name",
+					wf->name ? wf->name : path, "jobs", jobs);
+		if (wf->run_name)
+			json_object_set_new(run, "run_name", json_string(wf->run_name));
+		if (wf->concurrency_def.group) {
+			json_object_set_new(run, "concurrency", json_string(wf->concurrency_def.group));
+			if (wf->concurrency_def.cancel_in_progress)
+				json_object_set_new(run, "cancel_in_progress",
+						    json_string(wf->concurrency_def.cancel_in_progress));
+		}
+		json_array_append_new(p->runs, run);
+	}
 	else
 		json_decref(jobs);
 	kiln_workflow_free(wf);
@@ -588,6 +607,31 @@ static uint64_t insert_run(coord *c, plan *p, json_t *run)
 		json_string_value(json_object_get(run, "workflow")),
 		json_string_value(json_object_get(run, "name")), (int64_t)p->worktree, now);
 	uint64_t run_id = (uint64_t)sqlite3_last_insert_rowid(c->db);
+	/* run-name and the workflow's concurrency group, evaluated once for the run */
+	const char *wfname = json_string_value(json_object_get(run, "name"));
+	json_t *ctx = json_pack("{s:o, s:{}, s:{}}", "github",
+			coord_github_context(run_id, number, 1, p->repo, p->sha ? p->sha : "", p->ref,
+					     p->event, wfname, ""),
+			"inputs", "vars");
+	kiln_expr_ctx x = {.contexts = ctx};
+	const char *run_name = json_string_value(json_object_get(run, "run_name"));
+	char *shown = NULL;
+	if (run_name && kiln_expr_interpolate(run_name, &x, &shown) == 0 && shown && *shown)
+		store_x(c, "UPDATE runs SET name = ? WHERE id = ?", "ti", shown, (int64_t)run_id);
+	free(shown);
+	const char *group = json_string_value(json_object_get(run, "concurrency"));
+	char *g = NULL;
+	if (group && kiln_expr_interpolate(group, &x, &g) == 0) {
+		const char *cip = json_string_value(json_object_get(run, "cancel_in_progress"));
+		char *cv = NULL;
+		bool cancel = cip && kiln_expr_interpolate(cip, &x, &cv) == 0 && cv &&
+			      strcmp(cv, "true") == 0;
+		free(cv);
+		store_x(c, "UPDATE runs SET concurrency = ?, cancel_in_progress = ? WHERE id = ?",
+			"tii", g, (int64_t)cancel, (int64_t)run_id);
+	}
+	free(g);
+	json_decref(ctx);
 	size_t i;
 	json_t *j;
 	json_array_foreach(json_object_get(run, "jobs"), i, j)

@@ -299,9 +299,9 @@ static json_t *inputs_of(coord *c, uint64_t run_id, const char *parent)
 }
 
 /* The `github` context of a run. */
-static json_t *github_context(uint64_t run_id, int64_t number, uint32_t attempt, const char *repo,
-			      const char *sha, const char *ref, const char *event,
-			      const char *workflow, const char *job)
+json_t *coord_github_context(uint64_t run_id, int64_t number, uint32_t attempt, const char *repo,
+			     const char *sha, const char *ref, const char *event, const char *workflow,
+			     const char *job)
 {
 	char id[32], num[32], att[16];
 	snprintf(id, sizeof id, "%llu", (unsigned long long)run_id);
@@ -336,8 +336,8 @@ static void send_assignment(coord *c, bus_ctx *ctx, uint64_t id)
 	sqlite3_stmt *st = store_q(
 		c,
 		"SELECT j.id, j.run_id, j.attempt, j.key, j.name, j.spec, r.repo, r.sha, r.ref,"
-		" r.worktree, r.workflow, r.event, r.number, j.needs, j.matrix, j.strategy, j.parent"
-		" FROM jobs j JOIN runs r ON r.id = j.run_id WHERE j.id = ?",
+		" r.worktree, r.workflow, r.event, r.number, j.needs, j.matrix, j.strategy, j.parent,"
+		" j.timeout_minutes FROM jobs j JOIN runs r ON r.id = j.run_id WHERE j.id = ?",
 		"i", (int64_t)id);
 	if (sqlite3_step(st) != SQLITE_ROW) {
 		store_done(st);
@@ -368,11 +368,12 @@ static void send_assignment(coord *c, bus_ctx *ctx, uint64_t id)
 	_cleanup_free_ char *parent = sqlite3_column_type(st, 16) == SQLITE_NULL
 					      ? NULL
 					      : kiln_strdup(col_text(st, 16));
+	double timeout = sqlite3_column_double(st, 17);
 	store_done(st);
 
 	json_t *contexts = json_pack(
 		"{s:o, s:o, s:o, s:o, s:{}, s:{}}", "github",
-		github_context(ja.run_id, (int64_t)ja.run_number, ja.attempt, repo, sha, ref, event,
+		coord_github_context(ja.run_id, (int64_t)ja.run_number, ja.attempt, repo, sha, ref, event,
 			       json_string_value(json_object_get(spec, "workflow_name"))
 				       ? json_string_value(json_object_get(spec, "workflow_name"))
 				       : workflow,
@@ -396,7 +397,8 @@ static void send_assignment(coord *c, bus_ctx *ctx, uint64_t id)
 	ja.event = event;
 	ja.repository = repo;
 	ja.env = kv_from_json(json_object_get(spec, "env"), &ja.n_env);
-	ja.timeout_minutes = json_number_value(json_object_get(spec, "timeout_minutes"));
+	ja.timeout_minutes = timeout > 0 ? timeout
+					  : json_number_value(json_object_get(spec, "timeout_minutes"));
 	json_t *defaults = json_object_get(spec, "defaults");
 	ja.default_shell = jstr(defaults, "shell");
 	ja.default_working_directory = jstr(defaults, "working_directory");
@@ -851,7 +853,7 @@ static json_t *job_contexts(coord *c, uint64_t run_id, const job_row *r)
 				      " WHERE id = ?", "i", (int64_t)run_id);
 	json_t *gh = NULL;
 	if (sqlite3_step(st) == SQLITE_ROW)
-		gh = github_context(run_id, sqlite3_column_int64(st, 0), 1, col_text(st, 1),
+		gh = coord_github_context(run_id, sqlite3_column_int64(st, 0), 1, col_text(st, 1),
 				    col_text(st, 2), col_text(st, 3), col_text(st, 4),
 				    col_text(st, 5), r->key);
 	store_done(st);

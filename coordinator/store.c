@@ -22,6 +22,7 @@ static const char schema[] =
 	" id INTEGER PRIMARY KEY, number INTEGER NOT NULL, repo TEXT NOT NULL, ref TEXT NOT NULL,"
 	" sha TEXT NOT NULL, event TEXT NOT NULL, workflow TEXT NOT NULL, name TEXT NOT NULL,"
 	" worktree INTEGER NOT NULL DEFAULT 0,"
+	" concurrency TEXT, cancel_in_progress INTEGER NOT NULL DEFAULT 0,"
 	" state TEXT NOT NULL DEFAULT 'queued', conclusion TEXT NOT NULL DEFAULT '',"
 	" created_ms INTEGER NOT NULL, started_ms INTEGER, finished_ms INTEGER);"
 	"CREATE INDEX IF NOT EXISTS runs_state ON runs(state);"
@@ -39,6 +40,8 @@ static const char schema[] =
 	" kind TEXT NOT NULL DEFAULT 'job',"   /* job | call (a reusable workflow's call row) */
 	" parent TEXT,"                        /* the call row a called job belongs to */
 	" inputs TEXT,"                        /* a call row's evaluated with: */
+	" timeout_minutes REAL,"               /* evaluated timeout-minutes, when an expression */
+	" concurrency TEXT, cancel_in_progress INTEGER NOT NULL DEFAULT 0,"
 	" UNIQUE(run_id, key, idx));"
 	"CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(state, ready);"
 	"CREATE TABLE IF NOT EXISTS steps("
