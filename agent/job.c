@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent/checkout.h"
 #include "agent/commands.h"
 #include "common/expr.h"
 #include "common/git.h"
@@ -430,49 +431,17 @@ static int read_path_file(job_run *r, const char *path)
 	return 0;
 }
 
+/* A system line for a built-in action (agent_checkout's log callback). */
+static void job_log_line(void *arg, const char *text)
+{
+	sys_line(arg, "%s", text);
+}
+
 /* Is `uses` the action `name` at any version ("actions/checkout@v4")? */
 static bool uses_is(const char *uses, const char *name)
 {
 	size_t n = strlen(name);
 	return strncmp(uses, name, n) == 0 && (uses[n] == '@' || uses[n] == '\0');
-}
-
-/* Path below the workspace, refusing to leave it. */
-static char *inside(const char *ws, const char *rel)
-{
-	if (!rel || !*rel || strcmp(rel, ".") == 0)
-		return kiln_strdup(ws);
-	if (rel[0] == '/') {
-		size_t n = strlen(ws);
-		if (strncmp(rel, ws, n) == 0 && (rel[n] == '/' || rel[n] == '\0') && !strstr(rel, ".."))
-			return kiln_strdup(rel);
-		return NULL;
-	}
-	if (strstr(rel, ".."))
-		return NULL;
-	return kiln_asprintf("%s/%s", ws, rel);
-}
-
-static int checkout(job_run *r, json_t *with)
-{
-	const Kiln__JobAssignment *s = r->s;
-	const char *path = json_string_value(json_object_get(with, "path"));
-	_cleanup_free_ char *dir = inside(r->ws, path);
-	if (!dir)
-		return kiln_err(EINVAL, "checkout: path must stay inside the workspace");
-	if (s->worktree) {
-		sys_line(r, "Copying the working tree of %s", s->repo_url);
-		return kiln_git_snapshot_worktree(s->repo_url, dir);
-	}
-	_cleanup_free_ char *mirrors = kiln_asprintf("%s/mirrors", r->j->a->work_dir);
-	_cleanup_free_ char *mirror = NULL;
-	int rc = kiln_mkdir_p(mirrors, 0750);
-	if (rc == 0)
-		rc = kiln_git_mirror_for(mirrors, s->repo_url, s->sha, &mirror);
-	if (rc < 0)
-		return rc;
-	sys_line(r, "Checking out %s at %s", s->repo_url, s->sha);
-	return kiln_git_checkout(mirror, s->repo_url, s->sha, s->ref, dir);
 }
 
 /* true/false/expression → bool; errors count as false with a message. */
@@ -589,7 +558,7 @@ static void run_script(job_run *r, size_t idx, const Kiln__StepSpec *st, json_t 
 		res->exit_code = 1;
 		return;
 	}
-	_cleanup_free_ char *cwd = inside(r->ws, wd);
+	_cleanup_free_ char *cwd = agent_inside(r->ws, wd);
 	struct stat sb;
 	if (!cwd || stat(cwd, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
 		sys_line(r, "Error: working-directory '%s' does not exist", wd);
@@ -730,8 +699,11 @@ static void run_step(job_run *r, size_t idx, int64_t deadline, step_result *res)
 
 	if (st->uses && *st->uses) {
 		int rc;
-		if (uses_is(st->uses, "actions/checkout"))
-			rc = checkout(r, with);
+		if (uses_is(st->uses, "actions/checkout")) {
+			agent_checkout_ctx cc = {.j = r->j, .ws = r->ws, .with = with,
+						 .log = job_log_line, .log_arg = r};
+			rc = agent_checkout(&cc);
+		}
 		else
 			rc = kiln_err(ENOTSUP, "kiln cannot run the action '%s' yet", st->uses);
 		if (rc < 0) {
