@@ -75,6 +75,20 @@ static json_t *call(kiln_client *cl, const char *method, const char *path, const
 	return out;
 }
 
+/* GET path from the server: the JSON body, or NULL with *rc set to the exit status. */
+static json_t *get_json(const globals *g, const char *path, int *rc)
+{
+	kiln_client *cl;
+	if (connect_server(g, &cl) < 0) {
+		*rc = EXIT_USAGE;
+		return NULL;
+	}
+	json_t *resp = call(cl, "GET", path, NULL, NULL);
+	kiln_client_free(cl);
+	*rc = resp ? EXIT_OK : EXIT_FAILED;
+	return resp;
+}
+
 static void print_json(json_t *v)
 {
 	json_dumpf(v, stdout, JSON_INDENT(2));
@@ -216,13 +230,10 @@ static int cmd_runs(const globals *g, int argc, char **argv)
 		cli_error("usage: kiln runs [--json]");
 		return EXIT_USAGE;
 	}
-	kiln_client *cl;
-	if (connect_server(g, &cl) < 0)
-		return EXIT_USAGE;
-	json_t *resp = call(cl, "GET", "/api/v1/runs", NULL, NULL);
-	kiln_client_free(cl);
+	int rc;
+	json_t *resp = get_json(g, "/api/v1/runs", &rc);
 	if (!resp)
-		return EXIT_FAILED;
+		return rc;
 	if (js) {
 		print_json(resp);
 	} else {
@@ -259,14 +270,11 @@ static int cmd_show(const globals *g, int argc, char **argv)
 		cli_error("usage: kiln show RUN [--json]");
 		return EXIT_USAGE;
 	}
-	kiln_client *cl;
-	if (connect_server(g, &cl) < 0)
-		return EXIT_USAGE;
 	_cleanup_free_ char *path = kiln_asprintf("/api/v1/runs/%lld", id);
-	json_t *run = call(cl, "GET", path, NULL, NULL);
-	kiln_client_free(cl);
+	int rc;
+	json_t *run = get_json(g, path, &rc);
 	if (!run)
-		return EXIT_FAILED;
+		return rc;
 	if (js) {
 		print_json(run);
 	} else {
@@ -300,13 +308,10 @@ static int cmd_show(const globals *g, int argc, char **argv)
 static int cmd_agents(const globals *g, int argc, char **argv)
 {
 	bool js = argc == 2 && strcmp(argv[1], "--json") == 0;
-	kiln_client *cl;
-	if (connect_server(g, &cl) < 0)
-		return EXIT_USAGE;
-	json_t *resp = call(cl, "GET", "/api/v1/agents", NULL, NULL);
-	kiln_client_free(cl);
+	int rc;
+	json_t *resp = get_json(g, "/api/v1/agents", &rc);
 	if (!resp)
-		return EXIT_FAILED;
+		return rc;
 	if (js) {
 		print_json(resp);
 	} else {

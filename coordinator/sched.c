@@ -27,14 +27,20 @@ static void reply_status(bus_ctx *ctx, Kiln__Status st, const char *msg)
 	bus_reply(ctx, &resp);
 }
 
-static void reply_poll_empty(bus_ctx *ctx)
+/* Answers a Poll: with a job, a cancellation, or (pr NULL) nothing. */
+static void reply_poll(bus_ctx *ctx, Kiln__PollReply *pr)
 {
+	Kiln__PollReply none = KILN__POLL_REPLY__INIT;
 	Kiln__Response resp = KILN__RESPONSE__INIT;
-	Kiln__PollReply pr = KILN__POLL_REPLY__INIT;
 	resp.version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
 	resp.body_case = KILN__RESPONSE__BODY_POLL;
-	resp.poll = &pr;
+	resp.poll = pr ? pr : &none;
 	bus_reply(ctx, &resp);
+}
+
+static void reply_poll_empty(bus_ctx *ctx)
+{
+	reply_poll(ctx, NULL);
 }
 
 static coord_agent *agent_by_id(coord *c, const char *id)
@@ -184,11 +190,7 @@ static bool deliver_cancel(coord *c, coord_agent *a, bus_ctx *ctx)
 	Kiln__PollReply pr = KILN__POLL_REPLY__INIT;
 	pr.what_case = KILN__POLL_REPLY__WHAT_CANCEL;
 	pr.cancel = &cn;
-	Kiln__Response resp = KILN__RESPONSE__INIT;
-	resp.version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
-	resp.body_case = KILN__RESPONSE__BODY_POLL;
-	resp.poll = &pr;
-	bus_reply(ctx, &resp);
+	reply_poll(ctx, &pr);
 	kiln_log(KILN_LOG_INFO, "job %lld attempt %u: cancel sent to agent %s", (long long)id,
 		 attempt, a->name);
 	return true;
@@ -429,11 +431,7 @@ static void send_assignment(coord *c, bus_ctx *ctx, uint64_t id)
 	Kiln__PollReply pr = KILN__POLL_REPLY__INIT;
 	pr.what_case = KILN__POLL_REPLY__WHAT_JOB;
 	pr.job = &ja;
-	Kiln__Response resp = KILN__RESPONSE__INIT;
-	resp.version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
-	resp.body_case = KILN__RESPONSE__BODY_POLL;
-	resp.poll = &pr;
-	bus_reply(ctx, &resp);
+	reply_poll(ctx, &pr);
 
 	for (size_t i = 0; i < ja.n_steps; i++) {
 		kv_free(ss[i].env);
