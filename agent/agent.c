@@ -645,6 +645,7 @@ int agent_start(const agent_config *cfg, agent **out)
 	a->name = kiln_strdup(cfg->name && *cfg->name ? cfg->name : host);
 	a->work_dir = kiln_strdup(cfg->work_dir);
 	a->token = kiln_strdup(cfg->token);
+	a->cfg.action_source = kiln_strdup(cfg->action_source);
 	kiln_strv_split(&a->labels, cfg->labels ? cfg->labels : "", ",");
 	a->cfg.coordinator = a->coordinator;
 	a->cfg.name = a->name;
@@ -767,6 +768,7 @@ void agent_free(agent *a)
 	free(a->name);
 	free(a->work_dir);
 	free(a->token);
+	free((char *)a->cfg.action_source);
 	free(a->session);
 	free(a->agent_id);
 	free(a);

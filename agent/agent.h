@@ -19,6 +19,9 @@ typedef struct agent_config {
 	const char *work_dir;    /* mirrors and job workspaces */
 	const char *token;       /* registration or agent token, may be NULL */
 	int64_t kill_grace_ms;   /* SIGTERM → SIGKILL on cancel (default 7500) */
+	const char *action_source; /* where remote actions come from: a URL or path template with
+	                              {owner} and {repo}; NULL = $KILN_ACTION_SOURCE, else
+	                              https://github.com/{owner}/{repo} */
 } agent_config;
 
 /* Starts the agent's threads; it registers and polls in the background. */

@@ -2,10 +2,13 @@
  * job — runs one assigned job on its own thread, as GitHub's runner does:
  * a fresh workspace; the expression contexts the coordinator sent, plus
  * `runner`, `job`, `env` and `steps` kept up to date here; for each step its
- * `if:`, its `${{ }}` fields, then a `run:` script through the step runner
- * or a built-in action; the files behind GITHUB_OUTPUT, GITHUB_ENV,
- * GITHUB_PATH and GITHUB_STEP_SUMMARY; workflow commands in the output; and
- * every line masked before it is queued. The job's result goes last, after
+ * `if:`, its `${{ }}` fields, then a `run:` script through the step runner,
+ * a built-in action, or an action's files (actions.c finds them): a Node
+ * action's `main` under the agent's node, or a composite action's steps run
+ * here, each a level deeper (a `frame`: its own `steps`, `inputs` and
+ * status; its lines under the caller's step); the files behind
+ * GITHUB_OUTPUT, GITHUB_ENV, GITHUB_PATH and GITHUB_STEP_SUMMARY; workflow
+ * commands in the output; and every line masked before it is queued. The job's result goes last, after
  * every line, with its outputs.
  */
 #include "agent/internal.h"
@@ -17,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent/actions.h"
 #include "agent/checkout.h"
 #include "agent/commands.h"
 #include "common/expr.h"
@@ -502,8 +506,9 @@ static int step_files_make(job_run *r, size_t idx, step_files *f)
 	return 0;
 }
 
-/* The environment of one step: base, job env (+GITHUB_ENV), step env, PATH additions. */
-static void step_env(job_run *r, json_t *senv, const step_files *f, kiln_strv *out)
+/* The environment of one step: base, job env (+GITHUB_ENV), step env, what the runner adds for
+   an action (penv: GITHUB_ACTION_PATH, INPUT_*), the file commands, PATH additions. */
+static void step_env(job_run *r, json_t *senv, json_t *penv, const step_files *f, kiln_strv *out)
 {
 	for (size_t i = 0; i < r->base.n; i++)
 		kiln_strv_push(out, r->base.v[i]);
@@ -512,6 +517,8 @@ static void step_env(job_run *r, json_t *senv, const step_files *f, kiln_strv *o
 	json_object_foreach(r->job_env, k, v)
 		env_set(out, k, json_string_value(v));
 	json_object_foreach(senv, k, v)
+		env_set(out, k, json_string_value(v));
+	json_object_foreach(penv, k, v)
 		env_set(out, k, json_string_value(v));
 	if (f->output) {
 		env_set(out, "GITHUB_OUTPUT", f->output);
@@ -535,6 +542,24 @@ static void step_env(job_run *r, json_t *senv, const step_files *f, kiln_strv *o
 	}
 }
 
+/* Whether `prog` is an executable file in the colon-separated `path`. */
+static bool in_path(const char *prog, const char *path)
+{
+	for (const char *s = path ? path : ""; *s;) {
+		size_t n = strcspn(s, ":");
+		if (n) {
+			_cleanup_free_ char *cand = kiln_asprintf("%.*s/%s", (int)n, s, prog);
+			struct stat st;
+			if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) && access(cand, X_OK) == 0)
+				return true;
+		}
+		s += n;
+		if (*s)
+			s++;
+	}
+	return false;
+}
+
 typedef struct step_result {
 	Kiln__Conclusion outcome;
 	int exit_code;
@@ -542,49 +567,86 @@ typedef struct step_result {
 	char *summary;
 } step_result;
 
-/* Runs the `run:` script of step idx with its evaluated env. */
-static void run_script(job_run *r, size_t idx, const Kiln__StepSpec *st, json_t *senv,
-		       int64_t deadline, step_result *res)
+static void step_fail(step_result *res)
 {
-	const Kiln__JobAssignment *s = r->s;
-	agent *a = r->j->a;
-	_cleanup_free_ char *script = interp(r, "run", st->run);
-	_cleanup_free_ char *shell = interp(r, "shell", *st->shell ? st->shell : s->default_shell);
-	_cleanup_free_ char *wd = interp(r, "working-directory", *st->working_directory
-									  ? st->working_directory
-									  : s->default_working_directory);
-	if (!script || !shell || !wd) {
-		res->outcome = KILN__CONCLUSION__CONCLUSION_FAILURE;
-		res->exit_code = 1;
-		return;
+	res->outcome = KILN__CONCLUSION__CONCLUSION_FAILURE;
+	res->exit_code = 1;
+}
+
+/* Where an action's steps run from: set for the steps of an action, NULL for the job's own. */
+typedef struct action_site {
+	const char *uses;       /* as written */
+	const char *dir;        /* its directory: github.action_path */
+	const char *repository; /* OWNER/REPO of a remote action, else NULL */
+	const char *ref;        /* its ref, else NULL */
+} action_site;
+
+/* A level of steps: the job's own (depth 0) or those of a composite action. */
+typedef struct frame {
+	unsigned depth;
+	json_t *env;              /* env the calling steps pass down; NULL at depth 0 */
+	const action_site *site;  /* NULL at depth 0 */
+	int status;               /* KILN_EXPR_STATUS_* of this level's steps (github.action_status) */
+} frame;
+
+/* The variables the runner sets for a step of an action (GITHUB_ACTION_PATH…); owned. */
+static json_t *site_env(const action_site *site)
+{
+	json_t *e = json_object();
+	if (!site)
+		return e;
+	json_object_set_new(e, "GITHUB_ACTION_PATH", json_string(site->dir));
+	if (site->repository) {
+		json_object_set_new(e, "GITHUB_ACTION_REPOSITORY", json_string(site->repository));
+		json_object_set_new(e, "GITHUB_ACTION_REF", json_string(site->ref));
 	}
-	_cleanup_free_ char *cwd = agent_inside(r->ws, wd);
-	struct stat sb;
-	if (!cwd || stat(cwd, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
-		sys_line(r, "Error: working-directory '%s' does not exist", wd);
-		res->outcome = KILN__CONCLUSION__CONCLUSION_FAILURE;
-		res->exit_code = 1;
+	return e;
+}
+
+/* What one process needs: its script and how to run it. */
+typedef struct proc_spec {
+	const char *script, *shell, *cwd;
+	json_t *senv;     /* the step's env (also in the env context) */
+	json_t *penv;     /* added by the runner, not in the env context; may be NULL */
+	const char *need; /* a program that must be in PATH (the error names it), or NULL */
+	const char *need_why;
+} proc_spec;
+
+/* Runs one process for step idx and applies its file commands. */
+static void spawn_step(job_run *r, size_t idx, const proc_spec *ps, int64_t deadline,
+		       step_result *res)
+{
+	agent *a = r->j->a;
+	if (deadline != INT64_MAX && deadline <= kiln_now_ms()) {
+		/* an action's later step (if: always()) after its time ran out */
+		sys_line(r, "The step's time limit was reached before this process could start.");
+		step_fail(res);
 		return;
 	}
 	step_files f = {0};
 	if (step_files_make(r, idx, &f) < 0) {
 		sys_line(r, "Error: %s", kiln_errmsg());
 		step_files_free(&f);
-		res->outcome = KILN__CONCLUSION__CONCLUSION_FAILURE;
-		res->exit_code = 1;
+		step_fail(res);
 		return;
 	}
 	kiln_strv env = {0};
-	step_env(r, senv, &f, &env);
+	step_env(r, ps->senv, ps->penv, &f, &env);
+	if (ps->need && !in_path(ps->need, env_get(&env, "PATH"))) {
+		sys_line(r, "Error: '%s' was not found in PATH; it is needed %s", ps->need,
+			 ps->need_why ? ps->need_why : "");
+		kiln_strv_free(&env);
+		step_files_free(&f);
+		res->outcome = KILN__CONCLUSION__CONCLUSION_FAILURE;
+		res->exit_code = 127;
+		return;
+	}
 	int64_t now = kiln_now_ms();
 	int64_t timeout = deadline == INT64_MAX ? 0 : deadline - now;
-	double step_minutes = eval_minutes(r, st->timeout_minutes, st->timeout_minutes_expr);
-	if (step_minutes > 0 && (timeout == 0 || step_minutes * 60000 < timeout))
-		timeout = (int64_t)(step_minutes * 60000);
 	agent_step_spec spec = {
-		.script = script,
-		.shell = shell,
-		.cwd = cwd,
+		.script = ps->script,
+		.shell = ps->shell,
+		.cwd = ps->cwd,
 		.envp = env.v,
 		.temp_dir = r->tmp,
 		.script_dir = a->script_dir,
@@ -642,6 +704,7 @@ static void run_script(job_run *r, size_t idx, const Kiln__StepSpec *st, json_t 
 	json_decref(added_env);
 	char *summary = NULL;
 	size_t slen = 0;
+	struct stat sb;
 	if (stat(f.summary, &sb) == 0 && sb.st_size > 0) {
 		if (kiln_read_file(f.summary, MAX_SUMMARY, &summary, &slen) < 0)
 			sys_line(r, "Warning: the step summary is larger than 1 MiB and was dropped");
@@ -658,18 +721,471 @@ static void run_script(job_run *r, size_t idx, const Kiln__StepSpec *st, json_t 
 	step_files_free(&f);
 }
 
-/* Runs step `idx` (its `if:` already true); fills res. */
-static void run_step(job_run *r, size_t idx, int64_t deadline, step_result *res)
+/* Runs the `run:` script of a step with its evaluated env. */
+static void run_script(job_run *r, const frame *fr, size_t idx, const Kiln__StepSpec *st,
+		       json_t *senv, int64_t deadline, step_result *res)
 {
 	const Kiln__JobAssignment *s = r->s;
-	const Kiln__StepSpec *st = s->steps[idx];
+	/* the job's defaults.run do not reach into an action, as on GitHub */
+	const char *shell_text = *st->shell ? st->shell : fr->depth ? "" : s->default_shell;
+	const char *wd_text = *st->working_directory ? st->working_directory
+			      : fr->depth		  ? ""
+							  : s->default_working_directory;
+	_cleanup_free_ char *script = interp(r, "run", st->run);
+	_cleanup_free_ char *shell = interp(r, "shell", shell_text);
+	_cleanup_free_ char *wd = interp(r, "working-directory", wd_text);
+	if (!script || !shell || !wd) {
+		step_fail(res);
+		return;
+	}
+	_cleanup_free_ char *cwd = agent_inside(r->ws, wd);
+	struct stat sb;
+	if (!cwd || stat(cwd, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
+		sys_line(r, "Error: working-directory '%s' does not exist", wd);
+		step_fail(res);
+		return;
+	}
+	json_t *penv = site_env(fr->site);
+	proc_spec ps = {.script = script, .shell = shell, .cwd = cwd, .senv = senv, .penv = penv};
+	spawn_step(r, idx, &ps, deadline, res);
+	json_decref(penv);
+}
+
+static void run_step(job_run *r, const frame *fr, size_t idx, const Kiln__StepSpec *st,
+		     int64_t deadline, step_result *res);
+
+/* A display name for a step: its name, else "Run " and its action or script's first line;
+   evaluated when it can be, else shown as written (as GitHub does). */
+static char *step_title(job_run *r, const Kiln__StepSpec *st)
+{
+	char *raw;
+	if (st->name && *st->name)
+		raw = kiln_strdup(st->name);
+	else if (st->uses && *st->uses)
+		raw = kiln_asprintf("Run %s", st->uses);
+	else
+		raw = kiln_asprintf("Run %.*s", (int)strcspn(st->run, "\n"), st->run);
+	char *name = NULL;
+	kiln_expr_ctx nx = expr_ctx(r);
+	if (!strstr(raw, "${{") || kiln_expr_interpolate(raw, &nx, &name) < 0) {
+		free(name);
+		return raw;
+	}
+	free(raw);
+	return name;
+}
+
+/* The action's inputs: each `with` value, else the input's default (evaluated here, in the
+   caller's contexts); NULL with a message when a required input is missing. */
+static json_t *action_inputs(job_run *r, const kiln_action *act, const char *uses, json_t *with)
+{
+	json_t *in = json_object();
+	kiln_buf unexpected = {0};
+	const char *k;
+	json_t *v;
+	json_object_foreach(with, k, v)
+	{
+		const kiln_action_input *def = kiln_action_input_get(act, k);
+		if (!def) {
+			kiln_buf_printf(&unexpected, "%s'%s'", unexpected.len ? ", " : "", k);
+			json_object_set(in, k, v);
+		} else {
+			json_object_set(in, def->name, v);
+			if (def->deprecation)
+				sys_line(r, "Warning: Input '%s' has been deprecated with message: %s",
+					 def->name, def->deprecation);
+		}
+	}
+	if (unexpected.len) {
+		kiln_buf valid = {0};
+		for (size_t i = 0; i < act->ninputs; i++)
+			kiln_buf_printf(&valid, "%s'%s'", i ? ", " : "", act->inputs[i].name);
+		sys_line(r, "Warning: Unexpected input(s) %s, valid inputs are [%s]", unexpected.p,
+			 valid.p ? valid.p : "");
+		kiln_buf_free(&valid);
+	}
+	kiln_buf_free(&unexpected);
+	for (size_t i = 0; i < act->ninputs; i++) {
+		const kiln_action_input *def = &act->inputs[i];
+		if (json_object_get(in, def->name))
+			continue;
+		if (!def->default_value) {
+			if (def->required) {
+				sys_line(r, "Error: Input required and not supplied: %s (by %s)",
+					 def->name, uses);
+				json_decref(in);
+				return NULL;
+			}
+			json_object_set_new(in, def->name, json_string(""));
+			continue;
+		}
+		_cleanup_free_ char *what = kiln_asprintf("default of input '%s'", def->name);
+		char *val = interp(r, what, def->default_value);
+		if (!val) {
+			json_decref(in);
+			return NULL;
+		}
+		json_object_set_new(in, def->name, json_string(val));
+		free(val);
+	}
+	return in;
+}
+
+/* A composite step as the step runner takes it; strings borrowed from the action. */
+typedef struct spec_copy {
+	Kiln__StepSpec spec;
+	Kiln__KeyValue *kv;
+	Kiln__KeyValue **env, **with;
+} spec_copy;
+
+static char *str_or_empty(const char *s)
+{
+	return (char *)(s ? s : "");
+}
+
+static void spec_from_step(const kiln_step *s, spec_copy *c)
+{
+	kiln__step_spec__init(&c->spec);
+	Kiln__StepSpec *p = &c->spec;
+	p->id = str_or_empty(s->id);
+	p->name = str_or_empty(s->name);
+	p->run = str_or_empty(s->run);
+	p->uses = str_or_empty(s->uses);
+	p->shell = str_or_empty(s->shell);
+	p->working_directory = str_or_empty(s->working_directory);
+	p->if_cond = str_or_empty(s->if_cond);
+	const char *coe = s->continue_on_error;
+	p->continue_on_error = coe && strcmp(coe, "true") == 0;
+	p->continue_on_error_expr =
+	    coe && strcmp(coe, "true") != 0 && strcmp(coe, "false") != 0 ? (char *)coe : "";
+	p->timeout_minutes_expr = "";
+	size_t n = s->env.n + s->with.n;
+	c->kv = kiln_calloc(n ? n : 1, sizeof *c->kv);
+	c->env = kiln_calloc(s->env.n ? s->env.n : 1, sizeof *c->env);
+	c->with = kiln_calloc(s->with.n ? s->with.n : 1, sizeof *c->with);
+	for (size_t i = 0; i < s->env.n; i++) {
+		Kiln__KeyValue *kv = &c->kv[i];
+		kiln__key_value__init(kv);
+		kv->key = s->env.v[i].key;
+		kv->value = s->env.v[i].value;
+		c->env[i] = kv;
+	}
+	for (size_t i = 0; i < s->with.n; i++) {
+		Kiln__KeyValue *kv = &c->kv[s->env.n + i];
+		kiln__key_value__init(kv);
+		kv->key = s->with.v[i].key;
+		kv->value = s->with.v[i].value;
+		c->with[i] = kv;
+	}
+	p->n_env = s->env.n;
+	p->env = c->env;
+	p->n_with = s->with.n;
+	p->with = c->with;
+}
+
+static void spec_copy_free(spec_copy *c)
+{
+	free(c->kv);
+	free(c->env);
+	free(c->with);
+}
+
+static const char *concl_name(Kiln__Conclusion c);
+
+/* Runs a composite action's steps, each under the caller's step in the log, with the action's
+   own steps, inputs and status; then its outputs, evaluated against those steps. */
+static void run_composite(job_run *r, const frame *fr, size_t idx, const kiln_action *act,
+			  const action_site *site, json_t *inputs, json_t *senv, int64_t deadline,
+			  step_result *res)
+{
+	if (fr->depth + 1 > AGENT_ACTION_MAX_DEPTH) {
+		sys_line(r, "Error: composite actions are nested more than %d deep (at %s)",
+			 AGENT_ACTION_MAX_DEPTH, site->uses);
+		step_fail(res);
+		return;
+	}
+	json_t *ctx = json_copy(r->ctx); /* shallow: the job's contexts, some replaced */
+	json_t *gh = json_copy(json_object_get(r->ctx, "github"));
+	if (!gh)
+		gh = json_object();
+	json_object_set_new(gh, "action_path", json_string(site->dir));
+	json_object_set_new(gh, "action_repository", json_string(site->repository ? site->repository : ""));
+	json_object_set_new(gh, "action_ref", json_string(site->ref ? site->ref : ""));
+	json_object_set_new(gh, "action_status", json_string("success"));
+	json_object_set_new(ctx, "github", gh);
+	json_object_set(ctx, "inputs", inputs);
+	json_t *steps_ctx = json_object();
+	json_object_set_new(ctx, "steps", steps_ctx);
+	frame child = {.depth = fr->depth + 1, .env = senv, .site = site,
+		       .status = KILN_EXPR_STATUS_SUCCESS};
+
+	json_t *saved_ctx = r->ctx;
+	int saved_status = r->status;
+	r->ctx = ctx;
+	kiln_buf summary = {0};
+	for (size_t i = 0; i < act->nsteps; i++) {
+		if (agent_cancel_fired(r->j->cancel))
+			child.status = KILN_EXPR_STATUS_CANCELLED;
+		r->status = child.status;
+		json_object_set_new(gh, "action_status",
+				    json_string(child.status == KILN_EXPR_STATUS_SUCCESS ? "success"
+						: child.status == KILN_EXPR_STATUS_FAILURE ? "failure"
+											    : "cancelled"));
+		spec_copy sc;
+		spec_from_step(&act->steps[i], &sc);
+		const Kiln__StepSpec *st = &sc.spec;
+		kiln_expr_ctx x = expr_ctx(r);
+		bool go = false;
+		const char *cond = *st->if_cond ? st->if_cond : "success()";
+		if (kiln_expr_condition(cond, &x, &go) < 0) {
+			sys_line(r, "Error: if: %s", kiln_errmsg());
+			if (child.status == KILN_EXPR_STATUS_SUCCESS)
+				child.status = KILN_EXPR_STATUS_FAILURE;
+			spec_copy_free(&sc);
+			continue;
+		}
+		if (!go || (child.status == KILN_EXPR_STATUS_CANCELLED &&
+			    !strstr(cond, "always()") && !strstr(cond, "cancelled()"))) {
+			if (*st->id)
+				json_object_set_new(steps_ctx, st->id,
+						    json_pack("{s:{}, s:s, s:s}", "outputs", "outcome",
+							      "skipped", "conclusion", "skipped"));
+			spec_copy_free(&sc);
+			continue;
+		}
+		char *title = step_title(r, st);
+		sys_line(r, "%s", title);
+		free(title);
+		step_result cres = {0};
+		run_step(r, &child, idx, st, deadline, &cres);
+		bool soft = cres.outcome == KILN__CONCLUSION__CONCLUSION_FAILURE &&
+			    eval_flag(r, "continue-on-error", st->continue_on_error,
+				      st->continue_on_error_expr);
+		Kiln__Conclusion concl = soft ? KILN__CONCLUSION__CONCLUSION_SUCCESS : cres.outcome;
+		if (*st->id)
+			json_object_set_new(steps_ctx, st->id,
+					    json_pack("{s:O, s:s, s:s}", "outputs", cres.outputs,
+						      "outcome", concl_name(cres.outcome),
+						      "conclusion", concl_name(concl)));
+		if (cres.summary) {
+			if (summary.len)
+				kiln_buf_puts(&summary, "\n");
+			kiln_buf_puts(&summary, cres.summary);
+		}
+		if (concl != KILN__CONCLUSION__CONCLUSION_SUCCESS)
+			res->exit_code = cres.exit_code ? cres.exit_code : 1;
+		free(cres.summary);
+		json_decref(cres.outputs);
+		spec_copy_free(&sc);
+		if (concl == KILN__CONCLUSION__CONCLUSION_CANCELLED)
+			child.status = KILN_EXPR_STATUS_CANCELLED;
+		else if (concl == KILN__CONCLUSION__CONCLUSION_FAILURE &&
+			 child.status == KILN_EXPR_STATUS_SUCCESS)
+			child.status = KILN_EXPR_STATUS_FAILURE;
+	}
+	if (agent_cancel_fired(r->j->cancel))
+		child.status = KILN_EXPR_STATUS_CANCELLED;
+
+	/* outputs see the action's steps, its inputs, and the env its steps had */
+	json_t *env_ctx = json_deep_copy(r->job_env);
+	json_object_update(env_ctx, senv);
+	json_object_set_new(ctx, "env", env_ctx);
+	for (size_t i = 0; i < act->noutputs; i++) {
+		const kiln_action_output *o = &act->outputs[i];
+		_cleanup_free_ char *what = kiln_asprintf("output '%s' of %s", o->name, site->uses);
+		char *v = o->value ? interp(r, what, o->value) : kiln_strdup("");
+		if (!v) {
+			if (child.status == KILN_EXPR_STATUS_SUCCESS)
+				child.status = KILN_EXPR_STATUS_FAILURE;
+			continue;
+		}
+		json_object_set_new(res->outputs, o->name, json_string(v));
+		free(v);
+	}
+	r->ctx = saved_ctx;
+	r->status = saved_status;
+	json_decref(ctx);
+	if (summary.len)
+		res->summary = kiln_buf_steal(&summary);
+	kiln_buf_free(&summary);
+	if (child.status == KILN_EXPR_STATUS_CANCELLED) {
+		res->outcome = KILN__CONCLUSION__CONCLUSION_CANCELLED;
+	} else if (child.status == KILN_EXPR_STATUS_FAILURE) {
+		res->outcome = KILN__CONCLUSION__CONCLUSION_FAILURE;
+		if (!res->exit_code)
+			res->exit_code = 1;
+	}
+}
+
+/* Single-quotes s for sh. */
+static char *sh_quote(const char *s)
+{
+	kiln_buf b = {0};
+	kiln_buf_puts(&b, "'");
+	for (const char *p = s; *p; p++) {
+		if (*p == '\'')
+			kiln_buf_puts(&b, "'\\''");
+		else
+			kiln_buf_append(&b, p, 1);
+	}
+	kiln_buf_puts(&b, "'");
+	return kiln_buf_steal(&b);
+}
+
+/* Runs a Node action's `main` with the agent's node, inputs as INPUT_* variables. */
+static void run_node(job_run *r, size_t idx, const kiln_action *act, const action_site *site,
+		     json_t *inputs, json_t *senv, int64_t deadline, step_result *res)
+{
+	if (strcasecmp(act->using, "node12") == 0 || strcasecmp(act->using, "node16") == 0)
+		sys_line(r, "Warning: %s runs on %s, which GitHub no longer supports; running it with "
+			    "this machine's node",
+			 site->uses, act->using);
+	if (act->pre)
+		sys_line(r, "Warning: kiln does not run the 'pre' script of %s yet (%s); skipped",
+			 site->uses, act->pre);
+	if (act->post)
+		sys_line(r, "Warning: kiln does not run the 'post' script of %s yet (%s); skipped",
+			 site->uses, act->post);
+	_cleanup_free_ char *main_path = agent_inside(site->dir, act->main);
+	struct stat sb;
+	if (!main_path || stat(main_path, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+		sys_line(r, "Error: %s: runs.main '%s' %s", site->uses, act->main,
+			 main_path ? "does not exist" : "must stay inside the action");
+		step_fail(res);
+		return;
+	}
+	json_t *penv = site_env(site);
+	const char *k;
+	json_t *v;
+	json_object_foreach(inputs, k, v)
+	{
+		char *name = kiln_action_input_env(k);
+		json_object_set(penv, name, v);
+		free(name);
+	}
+	_cleanup_free_ char *quoted = sh_quote(main_path);
+	_cleanup_free_ char *script = kiln_asprintf("exec node %s\n", quoted);
+	_cleanup_free_ char *why = kiln_asprintf("to run %s (runs.using: %s)", site->uses, act->using);
+	proc_spec ps = {.script = script, .shell = "sh -e {0}", .cwd = r->ws, .senv = senv,
+			.penv = penv, .need = "node", .need_why = why};
+	spawn_step(r, idx, &ps, deadline, res);
+	json_decref(penv);
+}
+
+/* Runs a `uses:` step: a built-in action, or an action's files from the workspace or the action
+   source. */
+static void run_action(job_run *r, const frame *fr, size_t idx, const Kiln__StepSpec *st,
+		       json_t *with, json_t *senv, int64_t deadline, step_result *res)
+{
+	const char *uses = st->uses;
+	if (uses_is(uses, "actions/checkout")) {
+		agent_checkout_ctx cc = {.j = r->j, .ws = r->ws, .with = with,
+					 .log = job_log_line, .log_arg = r};
+		if (agent_checkout(&cc) < 0) {
+			sys_line(r, "Error: %s", kiln_errmsg());
+			step_fail(res);
+		}
+		return;
+	}
+	const char *known = agent_action_unsupported(uses);
+	if (known) {
+		sys_line(r, "Error: %s is not supported by kiln yet: %s", known, uses);
+		step_fail(res);
+		return;
+	}
+	agent_action_ref ref;
+	if (agent_action_ref_parse(uses, &ref) < 0) {
+		sys_line(r, "Error: %s", kiln_errmsg());
+		step_fail(res);
+		return;
+	}
+	char *dir = NULL, *label = NULL, *repository = NULL;
+	kiln_action *act = NULL;
+	json_t *inputs = NULL;
+	int rc = 0;
+	switch (ref.kind) {
+	case AGENT_ACTION_DOCKER:
+		sys_line(r, "Error: docker actions are not supported yet: %s", uses);
+		step_fail(res);
+		goto out;
+	case AGENT_ACTION_LOCAL:
+		dir = agent_inside(r->ws, ref.path);
+		label = kiln_strdup(*ref.path ? ref.path : ".");
+		break;
+	case AGENT_ACTION_REMOTE: {
+		char sha[41];
+		const char *source = agent_action_source(r->j->a->cfg.action_source);
+		if ((rc = agent_action_fetch(r->j->a->work_dir, source, &ref, job_log_line, r, &dir,
+					     sha)) < 0) {
+			sys_line(r, "Error: cannot get the action %s: %s", uses, kiln_errmsg());
+			step_fail(res);
+			goto out;
+		}
+		label = kiln_strdup(uses);
+		repository = kiln_asprintf("%s/%s", ref.owner, ref.repo);
+		break;
+	}
+	}
+	if (!dir) {
+		sys_line(r, "Error: the action path %s must stay inside the workspace", uses);
+		step_fail(res);
+		goto out;
+	}
+	rc = agent_action_load(dir, label, &act);
+	if (rc == -ENOTSUP) {
+		sys_line(r, "Error: docker actions are not supported yet: %s (%s)", uses,
+			 kiln_errmsg());
+		step_fail(res);
+		goto out;
+	} else if (rc == -ENOENT) {
+		sys_line(r, "Error: cannot find the action %s: %s%s", uses, kiln_errmsg(),
+			 ref.kind == AGENT_ACTION_LOCAL ? " (did a checkout step run before it?)"
+							: "");
+		step_fail(res);
+		goto out;
+	} else if (rc < 0) {
+		sys_line(r, "Error: %s", kiln_errmsg());
+		step_fail(res);
+		goto out;
+	}
+	if (act->kind == KILN_ACTION_DOCKER) {
+		sys_line(r, "Error: docker actions are not supported yet: %s", uses);
+		step_fail(res);
+		goto out;
+	}
+	inputs = action_inputs(r, act, uses, with);
+	if (!inputs) {
+		step_fail(res);
+		goto out;
+	}
+	action_site site = {.uses = uses, .dir = dir, .repository = repository,
+			    .ref = repository ? ref.ref : NULL};
+	if (act->kind == KILN_ACTION_NODE)
+		run_node(r, idx, act, &site, inputs, senv, deadline, res);
+	else
+		run_composite(r, fr, idx, act, &site, inputs, senv, deadline, res);
+out:
+	json_decref(inputs);
+	kiln_action_free(act);
+	free(dir);
+	free(label);
+	free(repository);
+	agent_action_ref_clear(&ref);
+}
+
+/* Runs one step (its `if:` already true) at level fr; fills res. */
+static void run_step(job_run *r, const frame *fr, size_t idx, const Kiln__StepSpec *st,
+		     int64_t deadline, step_result *res)
+{
 	res->outcome = KILN__CONCLUSION__CONCLUSION_SUCCESS;
 	res->outputs = json_object();
 
-	/* step env, evaluated with the env context growing as it goes */
-	json_t *senv = json_object();
+	/* step env, evaluated with the env context growing as it goes; inside an action the env
+	   its callers passed down comes first */
+	json_t *senv = fr->env ? json_deep_copy(fr->env) : json_object();
 	json_t *saved_env = json_incref(r->job_env);
 	json_t *env_ctx = json_deep_copy(r->job_env);
+	json_object_update(env_ctx, senv);
 	json_object_set(r->ctx, "env", env_ctx);
 	bool bad = false;
 	for (size_t i = 0; i < st->n_env && !bad; i++) {
@@ -692,29 +1208,20 @@ static void run_step(job_run *r, size_t idx, int64_t deadline, step_result *res)
 		free(v);
 	}
 	if (bad) {
-		res->outcome = KILN__CONCLUSION__CONCLUSION_FAILURE;
-		res->exit_code = 1;
+		step_fail(res);
 		goto out;
 	}
-
-	if (st->uses && *st->uses) {
-		int rc;
-		if (uses_is(st->uses, "actions/checkout")) {
-			agent_checkout_ctx cc = {.j = r->j, .ws = r->ws, .with = with,
-						 .log = job_log_line, .log_arg = r};
-			rc = agent_checkout(&cc);
-		}
-		else
-			rc = kiln_err(ENOTSUP, "kiln cannot run the action '%s' yet", st->uses);
-		if (rc < 0) {
-			sys_line(r, "Error: %s", kiln_errmsg());
-			res->outcome = KILN__CONCLUSION__CONCLUSION_FAILURE;
-			res->exit_code = 1;
-		}
-		goto out;
+	/* the step's own timeout-minutes bounds it, and everything an action runs for it */
+	double step_minutes = eval_minutes(r, st->timeout_minutes, st->timeout_minutes_expr);
+	if (step_minutes > 0) {
+		int64_t until = kiln_now_ms() + (int64_t)(step_minutes * 60000);
+		if (until < deadline)
+			deadline = until;
 	}
-
-	run_script(r, idx, st, senv, deadline, res);
+	if (st->uses && *st->uses)
+		run_action(r, fr, idx, st, with, senv, deadline, res);
+	else
+		run_script(r, fr, idx, st, senv, deadline, res);
 out:
 	json_object_set(r->ctx, "env", saved_env);
 	json_decref(saved_env);
@@ -794,6 +1301,7 @@ void agent_job_run(agent_job *j)
 	}
 
 	json_t *steps_ctx = json_object_get(r.ctx, "steps");
+	const frame top = {0};
 	for (size_t i = 0; i < s->n_steps; i++) {
 		const Kiln__StepSpec *st = s->steps[i];
 		r.step = (int32_t)i;
@@ -837,7 +1345,7 @@ void agent_job_run(agent_job *j)
 		free(name);
 
 		step_result res = {0};
-		run_step(&r, i, deadline, &res);
+		run_step(&r, &top, i, st, deadline, &res);
 		bool soft = res.outcome == KILN__CONCLUSION__CONCLUSION_FAILURE &&
 			    eval_flag(&r, "continue-on-error", st->continue_on_error,
 				      st->continue_on_error_expr);

@@ -25,6 +25,9 @@ static void usage(FILE *f)
 	      "  --capacity N        jobs at once (default 1)\n"
 	      "  --work DIR          mirrors and workspaces (default /var/lib/kiln-agent)\n"
 	      "  --token TOKEN       registration token (prefer a token file)\n"
+	      "  --action-source T   where remote actions are fetched from: a URL or path\n"
+	      "                      template with {owner} and {repo} (default: $KILN_ACTION_SOURCE,\n"
+	      "                      else https://github.com/{owner}/{repo})\n"
 	      "  --log-level LEVEL   err, warning, notice, info (default) or debug\n"
 	      "  -h, --help          show this help\n"
 	      "  -V, --version       show the version\n",
@@ -40,6 +43,7 @@ int main(int argc, char **argv)
 		{"capacity", required_argument, NULL, 'C'},
 		{"work", required_argument, NULL, 'w'},
 		{"token", required_argument, NULL, 't'},
+		{"action-source", required_argument, NULL, 'a'},
 		{"log-level", required_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
@@ -69,6 +73,7 @@ int main(int argc, char **argv)
 		}
 		case 'w': cfg.work_dir = optarg; break;
 		case 't': cfg.token = optarg; break;
+		case 'a': cfg.action_source = optarg; break;
 		case 'v':
 			if (kiln_log_level_parse(optarg, &log_level) < 0) {
 				fprintf(stderr, "%s: %s\n", argv[0], kiln_errmsg());

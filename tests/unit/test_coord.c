@@ -111,7 +111,8 @@ int main(void)
 	json_decref(v);
 	CHECK(id > 0);
 
-	/* follow the run log until every job but the unmatched one is done */
+	/* follow the run log until every job but the unmatched one is done; a job's result comes
+	   after all its lines are stored, so one more read then has every line */
 	_cleanup_free_ char *logpath = kiln_asprintf("/api/v1/runs/%lld/log", id);
 	_cleanup_free_ char *runpath = kiln_asprintf("/api/v1/runs/%lld", id);
 	kiln_strv lines = {0};
@@ -131,11 +132,17 @@ int main(void)
 									   fx_str(l, "text")));
 		}
 		offset = json_integer_value(json_object_get(v, "next"));
+		size_t got = json_array_size(json_object_get(v, "lines"));
 		json_decref(v);
 		json_decref(run);
 		api("GET", runpath, NULL, NULL, &run);
-		json_t *d = job_named(run, "d");
-		if (d && strcmp(fx_str(d, "state"), "completed") == 0)
+		bool all = true;
+		const char *keys[] = {"a", "b", "c", "d"};
+		for (size_t k = 0; k < KILN_ARRAY_SIZE(keys); k++) {
+			json_t *jk = job_named(run, keys[k]);
+			all = all && jk && strcmp(fx_str(jk, "state"), "completed") == 0;
+		}
+		if (all && got == 0)
 			break;
 	}
 	CHECK(kiln_strv_contains(&lines, "a:a workflow true"));
