@@ -9,7 +9,9 @@
  */
 #include "agent/internal.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -633,6 +635,27 @@ static void *ship_main(void *arg)
 	return NULL;
 }
 
+/* Removes the tmpfs directories of agents that died without cleaning up (kill -9): each is
+   named kiln-agent.<pid>.XXXXXX, and a pid with no process is gone for good. */
+static void sweep_shm(void)
+{
+	DIR *d = opendir("/dev/shm");
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		int pid = 0;
+		char rest[32];
+		if (sscanf(de->d_name, "kiln-agent.%d.%31s", &pid, rest) != 2 || pid <= 0)
+			continue;
+		if (kill(pid, 0) == 0 || errno != ESRCH)
+			continue;
+		_cleanup_free_ char *p = kiln_asprintf("/dev/shm/%s", de->d_name);
+		kiln_rm_rf(p);
+	}
+	closedir(d);
+}
+
 int agent_start(const agent_config *cfg, agent **out)
 {
 	agent *a = kiln_calloc(1, sizeof *a);
@@ -664,8 +687,12 @@ int agent_start(const agent_config *cfg, agent **out)
 		if ((r = prepare_slot(a, (int)i)) < 0)
 			goto fail;
 	/* scripts on tmpfs when there is one: creating a file there costs microseconds */
-	if (access("/dev/shm", W_OK) == 0 && kiln_mkdtemp_in("/dev/shm", "kiln-agent", &a->script_dir) < 0)
-		a->script_dir = NULL;
+	if (access("/dev/shm", W_OK) == 0) {
+		sweep_shm();
+		_cleanup_free_ char *prefix = kiln_asprintf("kiln-agent.%d", (int)getpid());
+		if (kiln_mkdtemp_in("/dev/shm", prefix, &a->script_dir) < 0)
+			a->script_dir = NULL;
+	}
 	if ((r = nng_req0_open(&a->sock)) != 0) {
 		r = kiln_err(EIO, "bus: %s", nng_strerror(r));
 		goto fail;

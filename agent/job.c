@@ -322,9 +322,25 @@ static void setup(job_run *r)
 	env_both(env, "WORKFLOW", s->workflow_file);
 	const char *server = json_string_value(json_object_get(gh, "server_url"));
 	env_both(env, "SERVER_URL", server ? server : "https://github.com");
-	const char *event_path = json_string_value(json_object_get(gh, "event_path"));
-	if (event_path)
+	/* the event payload (github.event) as a file, as GitHub's runner gives it */
+	const char *sd = a->script_dir;
+	_cleanup_free_ char *event_path =
+		sd ? kiln_asprintf("%s/event-%llu-%u.json", sd, (unsigned long long)r->j->job_id,
+				   r->j->attempt)
+		   : kiln_asprintf("%s/_github_workflow/event.json", r->tmp);
+	json_t *event = json_object_get(gh, "event");
+	event = json_is_object(event) ? json_incref(event) : json_object();
+	char *payload = json_dumps(event, JSON_INDENT(2));
+	json_decref(event);
+	if (!sd) {
+		_cleanup_free_ char *d = kiln_asprintf("%s/_github_workflow", r->tmp);
+		kiln_mkdir_p(d, 0700);
+	}
+	if (payload && kiln_write_file_atomic(event_path, payload, strlen(payload), 0600) == 0) {
 		env_both(env, "EVENT_PATH", event_path);
+		json_object_set_new(gh, "event_path", json_string(event_path));
+	}
+	free(payload);
 	env_set(env, "RUNNER_OS", "Linux");
 	env_set(env, "RUNNER_ARCH", sizeof(void *) == 8 ? "X64" : "X86");
 	env_set(env, "RUNNER_TEMP", r->tmp);
@@ -1400,6 +1416,9 @@ void agent_job_run(agent_job *j)
 		_cleanup_free_ char *fc = kiln_asprintf("%s/%llu-%u", a->script_dir,
 							(unsigned long long)j->job_id, j->attempt);
 		kiln_rm_rf(fc);
+		_cleanup_free_ char *ev = kiln_asprintf("%s/event-%llu-%u.json", a->script_dir,
+							(unsigned long long)j->job_id, j->attempt);
+		unlink(ev);
 	}
 	/* empty the slot now, so the next job in it creates nothing */
 	if (kiln_clear_dir(r.ws, 0750) < 0 || kiln_clear_dir(r.tmp, 0700) < 0)
