@@ -172,6 +172,52 @@ int main(void)
 	CHECK_STR(fx_str(fx_job(run, "after"), "conclusion"), "success");
 	json_decref(run);
 
+	/* masking against hostile output: a value split across writes (and pipe reads), a
+	   multi-line value, stderr, a value that reappears in a step's name and in an output */
+	id = fx_submit(&f, ".github/workflows/mask.yml",
+		       "on: push\njobs:\n  m:\n    runs-on: linux\n    outputs:\n"
+		       "      leak: ${{ steps.o.outputs.v }}\n    steps:\n"
+		       "      - run: |\n"
+		       "          echo '::add-mask::s3cr3t-value'\n"
+		       "          printf 's3cr3t'; sleep 0.2; printf -- '-value and more\\n'\n"
+		       "          echo 'again s3cr3t-value' >&2\n"
+		       "          printf '::add-mask::line-one%%0Aline-two\\n'\n"
+		       "          printf 'x line-two y\\n'\n"
+		       "      - id: o\n"
+		       "        run: echo 'v=prefix s3cr3t-value' >> \"$GITHUB_OUTPUT\"\n",
+		       NULL);
+	run = fx_wait(&f, id, 30000);
+	CHECK_STR(fx_str(run, "conclusion"), "success");
+	json_t *mj = fx_job(run, "m");
+	/* an output holding a masked value is not passed on */
+	CHECK(json_object_get(json_object_get(mj, "outputs"), "leak") == NULL);
+	_cleanup_free_ char *mpath = kiln_asprintf(
+		"/api/v1/jobs/%lld/log", (long long)json_integer_value(json_object_get(mj, "id")));
+	json_t *ml = NULL;
+	CHECK_INT(fx_api(&f, "GET", mpath, "offset=0", NULL, &ml), 200);
+	bool split = false, err = false, multi = false, leaked = false;
+	size_t k;
+	json_t *l;
+	json_array_foreach(json_object_get(ml, "lines"), k, l)
+	{
+		const char *t = fx_str(l, "text");
+		/* (the step's header shows its script, as on GitHub: it is in the workflow file) */
+		bool header = strcmp(fx_str(l, "stream"), "system") == 0 && strncmp(t, "Run ", 4) == 0;
+		if (!header && (strstr(t, "s3cr3t") != NULL || strstr(t, "line-two") != NULL)) {
+			fprintf(stderr, "leaked: %s\n", t);
+			leaked = true;
+		}
+		split |= strcmp(t, "*** and more") == 0;
+		err |= strcmp(t, "again ***") == 0 && strcmp(fx_str(l, "stream"), "stderr") == 0;
+		multi |= strcmp(t, "x *** y") == 0;
+	}
+	CHECK(!leaked);
+	CHECK(split);
+	CHECK(err);
+	CHECK(multi);
+	json_decref(ml);
+	json_decref(run);
+
 	/* a log past its cap: one marker, nothing after it, and the job goes on */
 	fx_stop(&f);
 	f.max_log_bytes = 4096;
