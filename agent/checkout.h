@@ -18,10 +18,18 @@ typedef struct agent_checkout_ctx {
 	void *log_arg;
 } agent_checkout_ctx;
 
-/* Runs actions/checkout; 0 or a negative errno with a message. */
+/* Runs actions/checkout (inputs and rules: agent/checkout.c); 0 or a negative errno with a
+   message naming the repository and the ref. Never prints the token. */
 int agent_checkout(const agent_checkout_ctx *cc);
 
-/* `rel` below the workspace `ws` (absolute paths inside it too), or NULL if it would leave it. */
+/* `rel` below the workspace `ws` (absolute paths inside it too), with "." and empty parts dropped,
+   or NULL if it would leave it (any ".." part). Lexical only: agent_checkout also refuses a path
+   through a symlink. Owned. */
 char *agent_inside(const char *ws, const char *rel);
+
+/* The URL of `owner_name` ("owner/name"): <server>/owner/name when `server` is given, else
+   `job_url` with its last two path components replaced (a ".git" suffix kept; scheme://host and
+   an scp-like host: stay). NULL with a message when job_url has too few components. Owned. */
+char *agent_checkout_repo_url(const char *job_url, const char *server, const char *owner_name);
 
 #endif

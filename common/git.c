@@ -28,6 +28,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -94,6 +95,11 @@ static char *redact(const char *s)
 	}
 	kiln_buf_puts(&b, s);
 	return kiln_buf_steal(&b);
+}
+
+char *kiln_git_redact(const char *s)
+{
+	return redact(s ? s : "");
 }
 
 /* Sets the thread's message from libgit2's last error and maps `code` to a negative errno. */
@@ -231,6 +237,12 @@ static bool is_local_url(const char *url)
 	return !(colon && colon != url && (!slash || colon < slash));
 }
 
+/* Whether a URL names the local disk: a path or file://. */
+static bool is_local_path_url(const char *url)
+{
+	return is_local_url(url) || strncasecmp(url, "file://", 7) == 0;
+}
+
 /* The URL kiln names mirrors by and stores as "origin": local paths made absolute. */
 static int normalize_url(const char *url, char **out)
 {
@@ -254,6 +266,53 @@ static int normalize_url(const char *url, char **out)
 		return kiln_err(errno, "getcwd: %s", strerror(errno));
 	*out = kiln_asprintf("%s/%s", buf, url);
 	return 0;
+}
+
+static int hexval(int c)
+{
+	return c >= '0' && c <= '9'   ? c - '0'
+	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
+	                              : -1;
+}
+
+/* `s` (n bytes) with %XX escapes decoded. Owned. */
+static char *pct_decode(const char *s, size_t n)
+{
+	char *out = kiln_malloc(n + 1), *o = out;
+	for (size_t i = 0; i < n; i++) {
+		int hi, lo;
+		if (s[i] == '%' && i + 2 < n && (hi = hexval((unsigned char)s[i + 1])) >= 0 &&
+		    (lo = hexval((unsigned char)s[i + 2])) >= 0) {
+			*o++ = (char)(hi * 16 + lo);
+			i += 2;
+		} else {
+			*o++ = s[i];
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+/* Splits "scheme://user:pass@host/..." into the URL without its user info (*bare, owned) and the
+   decoded user and password (owned, NULL when absent). A user name with no password is kept
+   in the URL except for http(s) (ssh://git@host/... needs it). Other URLs are copied as is. */
+static void split_userinfo(const char *url, char **bare, char **user, char **pass)
+{
+	*user = *pass = NULL;
+	const char *m = strstr(url, "://");
+	const char *host = m ? m + 3 : NULL;
+	size_t auth = host ? strcspn(host, "/@") : 0;
+	size_t ulen = host ? strcspn(host, ":@") : 0;
+	if (!host || host[auth] != '@' ||
+	    (host[ulen] != ':' && !starts_with(url, "http://") && !starts_with(url, "https://"))) {
+		*bare = kiln_strdup(url);
+		return;
+	}
+	*user = pct_decode(host, ulen);
+	if (host[ulen] == ':')
+		*pass = pct_decode(host + ulen + 1, auth - ulen - 1);
+	*bare = kiln_asprintf("%.*s%s", (int)(host - url), url, host + auth + 1);
 }
 
 /* flock()s `path` with `op`; *fd = -1 (and no lock) when !create and the file is absent. */
@@ -285,6 +344,16 @@ static bool ref_exists(git_repository *repo, const char *name)
 	if (r < 0)
 		git_error_clear();
 	return r == 0;
+}
+
+/* Whether `ref` is a well-formed full ref name ("refs/...") of a sane length. */
+static bool valid_full_ref(const char *ref)
+{
+	int valid = 0;
+	bool ok = starts_with(ref, "refs/") && strnlen(ref, ARG_MAX_LEN + 1) <= ARG_MAX_LEN &&
+	          git_reference_name_is_valid(&valid, ref) == 0 && valid;
+	git_error_clear();
+	return ok;
 }
 
 /* ---- mirrors ------------------------------------------------------------ */
@@ -345,13 +414,33 @@ static int set_mirror_head(git_repository *repo, git_remote *remote)
 	return 0;
 }
 
+/* Credentials for an https remote, handed out once per fetch (a second ask means they were
+   refused: libgit2 would otherwise ask for ever). */
+typedef struct cred_payload {
+	const char *user, *pass;
+	int tries;
+} cred_payload;
+
+static int cred_cb(git_credential **out, const char *url, const char *user_from_url,
+                   unsigned int allowed, void *payload)
+{
+	(void)user_from_url;
+	cred_payload *p = payload;
+	if (!p || !p->pass || !*p->pass || !url || !starts_with(url, "https://") ||
+	    !(allowed & GIT_CREDENTIAL_USERPASS_PLAINTEXT) || p->tries++ > 0)
+		return GIT_PASSTHROUGH;
+	return git_credential_userpass_plaintext_new(
+	    out, p->user && *p->user ? p->user : "x-access-token", p->pass);
+}
+
 /*
  * Fetches into a mirror through an in-memory remote with explicit refspecs. libgit2 1.5.1 leaks
  * a PCRE2 match block (~20 KiB) for every config entry a regex fails to match, and named
  * remotes run such regexes (url.*.insteadOf, remote listing) on every lookup: in an agent that
  * fetches all day that adds up, so kiln never looks a remote up by name.
  */
-static int mirror_fetch(git_repository *repo, const char *url)
+static int mirror_fetch(git_repository *repo, const char *url, cred_payload *cred,
+                        const char *extra_ref)
 {
 	_cleanup_(git_remote_freep) git_remote *remote = NULL;
 	git_remote_create_options co = GIT_REMOTE_CREATE_OPTIONS_INIT;
@@ -361,13 +450,20 @@ static int mirror_fetch(git_repository *repo, const char *url)
 	if (r < 0)
 		return gerr(r, "remote %s", url);
 
-	char *specs[] = {"+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"};
-	git_strarray refspecs = {specs, KILN_ARRAY_SIZE(specs)};
+	_cleanup_free_ char *extra =
+	    extra_ref ? kiln_asprintf("+%s:%s", extra_ref, extra_ref) : NULL;
+	char *specs[] = {"+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", extra};
+	git_strarray refspecs = {specs, extra ? 3 : 2};
 	git_fetch_options fo = GIT_FETCH_OPTIONS_INIT;
 	fo.prune = GIT_FETCH_PRUNE;
 	fo.update_fetchhead = 0;
 	fo.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE; /* the tag refspec takes them all */
 	fo.proxy_opts.type = GIT_PROXY_AUTO;
+	if (cred && cred->pass && *cred->pass) {
+		cred->tries = 0;
+		fo.callbacks.credentials = cred_cb;
+		fo.callbacks.payload = cred;
+	}
 	r = git_remote_fetch(remote, &refspecs, &fo, "kiln: fetch");
 	if (r < 0)
 		return gerr(r, "fetch %s", url);
@@ -386,16 +482,34 @@ static bool has_commit(const char *path, const git_oid *oid)
 }
 
 static int mirror_ensure(const char *mirrors_dir, const char *url_in, const git_oid *want,
-                         char **out)
+                         kiln_git_fetch_opts *o, char **out)
 {
 	int r = kiln_git_init();
 	if (r < 0)
 		return r;
+	if (o)
+		o->fetched = false;
 	if ((r = check_arg("mirrors directory", mirrors_dir)) < 0)
 		return r;
-	_cleanup_free_ char *url = NULL;
-	if ((r = normalize_url(url_in, &url)) < 0)
+	if ((r = check_arg("repository url", url_in)) < 0)
 		return r;
+	if (o && o->extra_ref && !valid_full_ref(o->extra_ref))
+		return kiln_err(EINVAL, "'%.200s' is not a full ref name", o->extra_ref);
+	_cleanup_free_ char *bare = NULL, *url_user = NULL, *url_pass = NULL;
+	split_userinfo(url_in, &bare, &url_user, &url_pass);
+	cred_payload cred = {url_user, url_pass, 0};
+	if (o && o->auth && o->auth->password && *o->auth->password)
+		cred = (cred_payload){o->auth->username, o->auth->password, 0};
+	_cleanup_free_ char *url = NULL;
+	if ((r = normalize_url(bare, &url)) < 0)
+		return r;
+	/* libgit2 says "unsupported URL protocol" for a local path that does not exist */
+	const char *local = is_local_url(url)              ? url
+	                    : starts_with(url, "file:///") ? url + strlen("file://")
+	                                                   : NULL;
+	struct stat lst;
+	if (local && stat(local, &lst) < 0 && errno == ENOENT)
+		return kiln_err(ENOENT, "no repository at %s", url);
 	if ((r = kiln_mkdir_p(mirrors_dir, 0755)) < 0)
 		return r;
 	char base[PATH_MAX];
@@ -422,13 +536,14 @@ static int mirror_ensure(const char *mirrors_dir, const char *url_in, const git_
 		return 0;
 	}
 
+	const char *extra = o ? o->extra_ref : NULL;
 	struct stat st;
 	if (stat(path, &st) == 0) {
 		_cleanup_(git_repository_freep) git_repository *repo = NULL;
 		r = git_repository_open_bare(&repo, path);
 		if (r < 0)
 			return gerr(r, "open mirror %s", path);
-		if ((r = mirror_fetch(repo, url)) < 0)
+		if ((r = mirror_fetch(repo, url, &cred, extra)) < 0)
 			return r;
 	} else {
 		if (errno != ENOENT)
@@ -446,7 +561,7 @@ static int mirror_ensure(const char *mirrors_dir, const char *url_in, const git_
 		               "+refs/heads/*:refs/heads/*", "remote.origin.tagOpt", "--tags",
 		               "remote.origin.prune", "true", (const char *)NULL);
 		if (r == 0)
-			r = mirror_fetch(repo, url);
+			r = mirror_fetch(repo, url, &cred, extra);
 		git_repository_free(repo);
 		repo = NULL;
 		if (r < 0) {
@@ -461,6 +576,8 @@ static int mirror_ensure(const char *mirrors_dir, const char *url_in, const git_
 			return kiln_err(e, "rename %s: %s", tmp, strerror(e));
 		}
 	}
+	if (o)
+		o->fetched = true;
 
 	if (want && !has_commit(path, want)) {
 		char s[GIT_OID_HEXSZ + 1];
@@ -475,16 +592,25 @@ static int mirror_ensure(const char *mirrors_dir, const char *url_in, const git_
 
 int kiln_git_mirror(const char *mirrors_dir, const char *url, char **out)
 {
-	return mirror_ensure(mirrors_dir, url, NULL, out);
+	return mirror_ensure(mirrors_dir, url, NULL, NULL, out);
 }
 
 int kiln_git_mirror_for(const char *mirrors_dir, const char *url, const char *sha, char **out)
 {
+	return kiln_git_mirror_ex(mirrors_dir, url, sha, NULL, out);
+}
+
+int kiln_git_mirror_ex(const char *mirrors_dir, const char *url, const char *sha,
+                       kiln_git_fetch_opts *o, char **out)
+{
+	*out = NULL;
+	if (!sha)
+		return mirror_ensure(mirrors_dir, url, NULL, o, out);
 	git_oid oid;
 	int r = parse_sha(sha, &oid);
 	if (r < 0)
 		return r;
-	return mirror_ensure(mirrors_dir, url, &oid, out);
+	return mirror_ensure(mirrors_dir, url, &oid, o, out);
 }
 
 /* ---- files --------------------------------------------------------------- */
@@ -542,8 +668,49 @@ static int copy_symlink(const char *src, const char *dst)
 
 /* ---- checkouts ---------------------------------------------------------- */
 
-/* Makes sure `dir` is an empty directory; *existed says whether it was there before. */
-static int prepare_dir(const char *dir, bool *existed)
+static bool safe_rel(const char *rel);
+static bool parents_are_dirs(const char *base, const char *rel);
+GIT_CLEANUP_FUNC(git_index, git_index_free)
+
+/* Removes from the working tree `dir` the files that the repository there (if any) tracks in
+   its index, and the directories that leaves empty; untracked files stay. Submodules stay. */
+static int remove_tracked(const char *dir)
+{
+	_cleanup_free_ char *dotgit = kiln_asprintf("%s/.git", dir);
+	struct stat st;
+	if (lstat(dotgit, &st) < 0)
+		return 0;
+	_cleanup_(git_repository_freep) git_repository *repo = NULL;
+	_cleanup_(git_index_freep) git_index *idx = NULL;
+	if (git_repository_open_ext(&repo, dir, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) < 0 ||
+	    git_repository_is_bare(repo) || git_repository_index(&idx, repo) < 0) {
+		git_error_clear();
+		return 0; /* not a usable repository: only its .git goes */
+	}
+	size_t n = git_index_entrycount(idx);
+	for (size_t i = 0; i < n; i++) {
+		const git_index_entry *e = git_index_get_byindex(idx, i);
+		if (!e || !e->path || (e->mode & 0170000) == 0160000 || !safe_rel(e->path) ||
+		    !parents_are_dirs(dir, e->path))
+			continue;
+		_cleanup_free_ char *p = kiln_asprintf("%s/%s", dir, e->path);
+		if (lstat(p, &st) < 0 || S_ISDIR(st.st_mode))
+			continue;
+		if (unlink(p) < 0 && errno != ENOENT)
+			return kiln_err(errno, "unlink %s: %s", p, strerror(errno));
+		for (char *slash = strrchr(p, '/'); slash && (size_t)(slash - p) > strlen(dir);
+		     slash = strrchr(p, '/')) {
+			*slash = '\0';
+			if (rmdir(p) < 0)
+				break; /* not empty: untracked files stay */
+		}
+	}
+	return 0;
+}
+
+/* Readies `dir` for a checkout as `mode` says; *existed says whether it was there before. The
+   directory itself is never followed if it is a symlink. */
+static int prepare_dir(const char *dir, kiln_git_dir_mode mode, bool *existed)
 {
 	int r = check_arg("directory", dir);
 	if (r < 0)
@@ -557,6 +724,16 @@ static int prepare_dir(const char *dir, bool *existed)
 	}
 	if (!S_ISDIR(st.st_mode))
 		return kiln_err(ENOTDIR, "%s: not a directory", dir);
+	*existed = true;
+	if (mode == KILN_GIT_DIR_CLEAN)
+		return kiln_clear_dir(dir, 0755);
+	if (mode == KILN_GIT_DIR_KEEP) {
+		/* The files stay, except those the old repository tracked (as git checkout would
+		   remove or rewrite them); the repository itself is replaced. */
+		int r2 = remove_tracked(dir);
+		_cleanup_free_ char *git = kiln_asprintf("%s/.git", dir);
+		return r2 < 0 ? r2 : kiln_rm_rf(git);
+	}
 	_cleanup_(closedirp) DIR *d = opendir(dir);
 	if (!d)
 		return kiln_err(errno, "%s: %s", dir, strerror(errno));
@@ -564,17 +741,20 @@ static int prepare_dir(const char *dir, bool *existed)
 	while ((de = readdir(d)))
 		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
 			return kiln_err(ENOTEMPTY, "%s: directory is not empty", dir);
-	*existed = true;
 	return 0;
 }
 
-/* Undoes prepare_dir() after a failure, keeping the error message. */
-static int undo_dir(int r, const char *dir, bool existed)
+/* Undoes prepare_dir() after a failure, keeping the error message: a directory made here is
+   removed, one that was there is emptied again (KEEP: only the new .git goes). */
+static int undo_dir(int r, const char *dir, bool existed, kiln_git_dir_mode mode)
 {
 	char saved[1024];
 	snprintf(saved, sizeof saved, "%s", kiln_errmsg());
 	if (!existed) {
 		kiln_rm_rf(dir);
+	} else if (mode == KILN_GIT_DIR_KEEP) {
+		_cleanup_free_ char *git = kiln_asprintf("%s/.git", dir);
+		kiln_rm_rf(git);
 	} else {
 		DIR *d = opendir(dir);
 		struct dirent *de;
@@ -679,9 +859,10 @@ static int cmp_packed_line(const void *a, const void *b)
 	return strcmp(*(char *const *)a + GIT_OID_HEXSZ + 1, *(char *const *)b + GIT_OID_HEXSZ + 1);
 }
 
-/* Writes the clone's packed-refs: src's branches as refs/remotes/origin/..., its tags as they are.
- */
-static int write_clone_refs(git_repository *src, const char *gitdir)
+/* Writes the clone's packed-refs: src's branches as refs/remotes/origin/..., its tags as they are
+   (with no_tags, only `keep_tag`, if any). */
+static int write_clone_refs(git_repository *src, const char *gitdir, bool no_tags,
+                            const char *keep_tag)
 {
 	_cleanup_(git_reference_iterator_freep) git_reference_iterator *it = NULL;
 	_cleanup_(strv_freep) kiln_strv lines = {0};
@@ -698,7 +879,8 @@ static int write_clone_refs(git_repository *src, const char *gitdir)
 				kiln_strv_push_owned(&lines,
 				                     kiln_asprintf("%s refs/remotes/origin/%s", hex,
 				                                   name + strlen("refs/heads/")));
-			else if (starts_with(name, "refs/tags/"))
+			else if (starts_with(name, "refs/tags/") &&
+			         (!no_tags || (keep_tag && strcmp(name, keep_tag) == 0)))
 				kiln_strv_push_owned(&lines, kiln_asprintf("%s %s", hex, name));
 		}
 		git_reference_free(ref);
@@ -718,19 +900,34 @@ static int write_clone_refs(git_repository *src, const char *gitdir)
 	return r;
 }
 
+typedef struct clone_opts {
+	const char *gitdir; /* NULL: <dir>/.git; else the git dir, with a .git file in dir (a
+	                       submodule's layout) */
+	bool no_tags;       /* as write_clone_refs */
+	const char *keep_tag;
+} clone_opts;
+
 /*
- * A non-bare clone of the local repository `src` into the empty directory `dir`, done by hand
- * rather than with git_clone() (which looks remotes up by name: see mirror_fetch): objects
- * hardlinked, branches as refs/remotes/origin/..., tags, origin/HEAD, remote "origin" set to
- * `origin_url`; nothing checked out and HEAD unborn.
+ * A non-bare clone of the local repository `src` into the directory `dir` (with no .git yet),
+ * done by hand rather than with git_clone() (which looks remotes up by name: see mirror_fetch):
+ * objects hardlinked, branches as refs/remotes/origin/..., tags (as `co` says), origin/HEAD,
+ * remote "origin" set to `origin_url`; nothing checked out and HEAD unborn.
  */
 static int local_clone(git_repository **out, git_repository *src, const char *origin_url,
-                       const char *dir)
+                       const char *dir, const clone_opts *co)
 {
 	_cleanup_(git_repository_freep) git_repository *repo = NULL;
 	git_repository_init_options io = GIT_REPOSITORY_INIT_OPTIONS_INIT;
 	io.flags = GIT_REPOSITORY_INIT_MKPATH | GIT_REPOSITORY_INIT_NO_REINIT;
-	int r = git_repository_init_ext(&repo, dir, &io);
+	int r;
+	if (co && co->gitdir) {
+		io.flags |=
+		    GIT_REPOSITORY_INIT_NO_DOTGIT_DIR | GIT_REPOSITORY_INIT_RELATIVE_GITLINK;
+		io.workdir_path = dir;
+		r = git_repository_init_ext(&repo, co->gitdir, &io);
+	} else {
+		r = git_repository_init_ext(&repo, dir, &io);
+	}
 	if (r < 0)
 		return gerr(r, "git init %s", dir);
 	r = set_config(repo, "remote.origin.url", origin_url, "remote.origin.fetch",
@@ -752,7 +949,7 @@ static int local_clone(git_repository **out, git_repository *src, const char *or
 	if (lstat(shallow, &st) == 0 && S_ISREG(st.st_mode) &&
 	    (r = copy_file(shallow, shallow_to, 0644)) < 0)
 		return r;
-	if ((r = write_clone_refs(src, gitdir)) < 0)
+	if ((r = write_clone_refs(src, gitdir, co && co->no_tags, co ? co->keep_tag : NULL)) < 0)
 		return r;
 
 	/* Reopen, so that libgit2 sees the objects and refs written behind its back. */
@@ -851,39 +1048,51 @@ static int branch_for_ref(git_repository *repo, const char *ref, char **out)
 	return 0;
 }
 
-static int checkout_in(const char *mirror, const char *url, const git_oid *oid, const char *ref,
-                       const char *dir)
+/* A local clone (local_clone) of the mirror at `mirror` into `dir`, holding the mirror's lock
+   shared meanwhile: no fetch may add or prune packs while their files are linked. `url` (or the
+   mirror when NULL) becomes origin, without any user:password@. */
+static int clone_mirror(git_repository **out, const char *mirror, const char *url, const char *dir,
+                        const clone_opts *co)
 {
 	char m[PATH_MAX];
 	if (!realpath(mirror, m))
 		return kiln_err(errno, "mirror %s: %s", mirror, strerror(errno));
+	_cleanup_free_ char *bare = NULL, *user = NULL, *pass = NULL;
+	split_userinfo(url ? url : m, &bare, &user, &pass);
 	_cleanup_free_ char *origin = NULL;
-	int r = normalize_url(url ? url : m, &origin);
+	int r = normalize_url(bare, &origin);
 	if (r < 0)
 		return r;
+	_cleanup_free_ char *lock = kiln_asprintf("%s.lock", m);
+	_cleanup_(closep) int lock_fd = -1;
+	if ((r = lock_path(lock, LOCK_SH, false, &lock_fd)) < 0)
+		return r;
+	_cleanup_(git_repository_freep) git_repository *src = NULL;
+	if ((r = open_repo(&src, m, false)) < 0)
+		return r;
+	return local_clone(out, src, origin, dir, co);
+}
 
+static int checkout_in(const char *mirror, const char *url, const git_oid *oid,
+                       const kiln_git_checkout_opts *o, const char *dir)
+{
+	const char *ref = o ? o->ref : NULL;
+	clone_opts co = {
+	    .no_tags = o && o->no_tags,
+	    .keep_tag = ref && starts_with(ref, "refs/tags/") ? ref : NULL,
+	};
 	_cleanup_(git_repository_freep) git_repository *repo = NULL;
-	{
-		/* Shared lock: no fetch may add or prune packs while their files are linked. */
-		_cleanup_free_ char *lock = kiln_asprintf("%s.lock", m);
-		_cleanup_(closep) int lock_fd = -1;
-		if ((r = lock_path(lock, LOCK_SH, false, &lock_fd)) < 0)
-			return r;
-		_cleanup_(git_repository_freep) git_repository *src = NULL;
-		if ((r = open_repo(&src, m, false)) < 0)
-			return r;
-		if ((r = local_clone(&repo, src, origin, dir)) < 0)
-			return r;
-	}
-
+	int r = clone_mirror(&repo, mirror, url, dir, &co);
+	if (r < 0)
+		return r;
 	_cleanup_free_ char *branch = NULL;
 	if ((r = branch_for_ref(repo, ref, &branch)) < 0)
 		return r;
 	return checkout_commit(repo, oid, branch);
 }
 
-int kiln_git_checkout(const char *mirror, const char *url, const char *sha, const char *ref,
-                      const char *dir)
+int kiln_git_checkout_ex(const char *mirror, const char *url, const char *sha,
+                         const kiln_git_checkout_opts *o, const char *dir)
 {
 	int r = kiln_git_init();
 	if (r < 0)
@@ -893,13 +1102,21 @@ int kiln_git_checkout(const char *mirror, const char *url, const char *sha, cons
 		return r;
 	if ((r = check_arg("mirror", mirror)) < 0)
 		return r;
+	kiln_git_dir_mode mode = o ? o->dir_mode : KILN_GIT_DIR_EMPTY_ONLY;
 	bool existed = false;
-	if ((r = prepare_dir(dir, &existed)) < 0)
+	if ((r = prepare_dir(dir, mode, &existed)) < 0)
 		return r;
-	r = checkout_in(mirror, url, &oid, ref, dir);
+	r = checkout_in(mirror, url, &oid, o, dir);
 	if (r < 0)
-		return undo_dir(r, dir, existed);
+		return undo_dir(r, dir, existed, mode);
 	return 0;
+}
+
+int kiln_git_checkout(const char *mirror, const char *url, const char *sha, const char *ref,
+                      const char *dir)
+{
+	kiln_git_checkout_opts o = {.ref = ref};
+	return kiln_git_checkout_ex(mirror, url, sha, &o, dir);
 }
 
 /* ---- reading ------------------------------------------------------------ */
@@ -960,6 +1177,85 @@ int kiln_git_full_ref(const char *repo_path, const char *ref, char **out)
 		return 0;
 	git_error_clear();
 	return kiln_err(ENOENT, "'%s' names no branch, tag or commit in %s", ref, repo_path);
+}
+
+/* The commit `full` (a ref name) points at, peeled; *out = its sha. */
+static int ref_commit(git_repository *repo, const char *full, char sha[41])
+{
+	_cleanup_(git_reference_freep) git_reference *ref = NULL;
+	int r = git_reference_lookup(&ref, repo, full);
+	if (r < 0)
+		return gerr(r, "ref %s", full);
+	_cleanup_(git_object_freep) git_object *c = NULL;
+	if ((r = git_reference_peel(&c, ref, GIT_OBJECT_COMMIT)) < 0)
+		return gerr(r, "%s is not a commit", full);
+	git_oid_tostr(sha, GIT_OID_HEXSZ + 1, git_object_id(c));
+	return 0;
+}
+
+int kiln_git_resolve_checkout_ref(const char *repo_path, const char *ref, char sha[41], char **full)
+{
+	*full = NULL;
+	int r = kiln_git_init();
+	if (r < 0)
+		return r;
+	if ((r = check_arg("ref", ref)) < 0)
+		return r;
+	_cleanup_(git_repository_freep) git_repository *repo = NULL;
+	if ((r = open_repo(&repo, repo_path, false)) < 0)
+		return r;
+
+	if (is_hex(ref, GIT_OID_HEXSZ, GIT_OID_HEXSZ)) {
+		git_oid oid;
+		_cleanup_(git_commit_freep) git_commit *c = NULL;
+		if (git_oid_fromstr(&oid, ref) < 0 || git_commit_lookup(&c, repo, &oid) < 0) {
+			git_error_clear();
+			return kiln_err(ENOENT, "no commit %s", ref);
+		}
+		git_oid_tostr(sha, GIT_OID_HEXSZ + 1, &oid);
+		return 0;
+	}
+	if (strcmp(ref, "HEAD") == 0) {
+		_cleanup_(git_reference_freep) git_reference *head = NULL;
+		if (git_reference_lookup(&head, repo, "HEAD") == 0 &&
+		    git_reference_type(head) == GIT_REFERENCE_SYMBOLIC &&
+		    ref_exists(repo, git_reference_symbolic_target(head))) {
+			*full = kiln_strdup(git_reference_symbolic_target(head));
+		} else {
+			git_error_clear();
+			return kiln_err(ENOENT, "HEAD names no branch");
+		}
+	} else if (starts_with(ref, "refs/")) {
+		if (!valid_full_ref(ref) || !ref_exists(repo, ref))
+			return kiln_err(ENOENT, "no ref %s", ref);
+		*full = kiln_strdup(ref);
+	} else {
+		static const char *const kinds[] = {"refs/heads/", "refs/tags/"};
+		for (size_t i = 0; i < KILN_ARRAY_SIZE(kinds) && !*full; i++) {
+			_cleanup_free_ char *name = kiln_asprintf("%s%s", kinds[i], ref);
+			if (valid_full_ref(name) && ref_exists(repo, name)) {
+				*full = name;
+				name = NULL;
+			}
+		}
+	}
+	if (*full) {
+		if ((r = ref_commit(repo, *full, sha)) < 0) {
+			free(*full);
+			*full = NULL;
+		}
+		return r;
+	}
+	if (is_hex(ref, 4, GIT_OID_HEXSZ - 1)) {
+		_cleanup_(git_object_freep) git_object *obj = NULL, *c = NULL;
+		if (git_revparse_single(&obj, repo, ref) == 0 &&
+		    git_object_peel(&c, obj, GIT_OBJECT_COMMIT) == 0) {
+			git_oid_tostr(sha, GIT_OID_HEXSZ + 1, git_object_id(c));
+			return 0;
+		}
+		git_error_clear();
+	}
+	return kiln_err(ENOENT, "no branch, tag or commit named '%s'", ref);
 }
 
 /* A tree path without leading "/" or "./" and trailing "/"; "" for the root; NULL if it climbs. */
@@ -1357,7 +1653,7 @@ static int snapshot_in(git_repository *src, const char *dir)
 		size_t n = strlen(origin);
 		while (n > 1 && origin[n - 1] == '/')
 			origin[--n] = '\0';
-		if ((r = local_clone(&dst, src, origin, dir)) < 0)
+		if ((r = local_clone(&dst, src, origin, dir, NULL)) < 0)
 			return r;
 		const char *branch =
 		    git_reference_is_branch(head) ? git_reference_name(head) : NULL;
@@ -1369,6 +1665,11 @@ static int snapshot_in(git_repository *src, const char *dir)
 
 int kiln_git_snapshot_worktree(const char *repo_path, const char *dir)
 {
+	return kiln_git_snapshot_worktree_ex(repo_path, dir, KILN_GIT_DIR_EMPTY_ONLY);
+}
+
+int kiln_git_snapshot_worktree_ex(const char *repo_path, const char *dir, kiln_git_dir_mode mode)
+{
 	int r = kiln_git_init();
 	if (r < 0)
 		return r;
@@ -1378,9 +1679,315 @@ int kiln_git_snapshot_worktree(const char *repo_path, const char *dir)
 	if (git_repository_is_bare(src) || !git_repository_workdir(src))
 		return kiln_err(EINVAL, "%s: a bare repository has no working tree", repo_path);
 	bool existed = false;
-	if ((r = prepare_dir(dir, &existed)) < 0)
+	if ((r = prepare_dir(dir, mode, &existed)) < 0)
 		return r;
 	if ((r = snapshot_in(src, dir)) < 0)
-		return undo_dir(r, dir, existed);
+		return undo_dir(r, dir, existed, mode);
 	return 0;
+}
+
+/* ---- submodules --------------------------------------------------------- */
+
+#define SUBMODULE_DEPTH_MAX 8 /* nesting of submodules followed */
+#define SUBMODULES_MAX 1024   /* entries read from one .gitmodules */
+
+typedef struct submodule {
+	char *name, *path, *url, *update;
+} submodule;
+
+typedef struct submodule_list {
+	submodule *v;
+	size_t n;
+} submodule_list;
+
+static void submodule_list_freep(submodule_list *l)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		free(l->v[i].name);
+		free(l->v[i].path);
+		free(l->v[i].url);
+		free(l->v[i].update);
+	}
+	free(l->v);
+}
+
+GIT_CLEANUP_FUNC(git_config_iterator, git_config_iterator_free)
+
+/* Reads the submodule.<name>.{path,url,update} entries of the .gitmodules file at `file`, in
+   the order their names first appear. Iterates over every entry: libgit2's regex matching of
+   config names leaks (see mirror_fetch). */
+static int read_gitmodules(const char *file, submodule_list *out)
+{
+	_cleanup_(git_config_freep) git_config *cfg = NULL;
+	int r = git_config_open_ondisk(&cfg, file);
+	if (r < 0)
+		return gerr(r, "read %s", file);
+	_cleanup_(git_config_iterator_freep) git_config_iterator *it = NULL;
+	if ((r = git_config_iterator_new(&it, cfg)) < 0)
+		return gerr(r, "read %s", file);
+	git_config_entry *e;
+	while ((r = git_config_next(&e, it)) == 0) {
+		if (!starts_with(e->name, "submodule."))
+			continue;
+		const char *name = e->name + strlen("submodule.");
+		const char *dot = strrchr(name, '.');
+		if (!dot || dot == name || !e->value)
+			continue;
+		const char *var = dot + 1;
+		char **field = NULL;
+		size_t len = (size_t)(dot - name), i;
+		for (i = 0; i < out->n; i++)
+			if (strlen(out->v[i].name) == len &&
+			    strncmp(out->v[i].name, name, len) == 0)
+				break;
+		if (strcmp(var, "path") != 0 && strcmp(var, "url") != 0 &&
+		    strcmp(var, "update") != 0)
+			continue;
+		if (i == out->n) {
+			if (out->n >= SUBMODULES_MAX)
+				return kiln_err(E2BIG, "%s: more than %d submodules", file,
+				                SUBMODULES_MAX);
+			out->v = kiln_realloc(out->v, (out->n + 1) * sizeof *out->v);
+			out->v[out->n] = (submodule){.name = kiln_asprintf("%.*s", (int)len, name)};
+			out->n++;
+		}
+		submodule *m = &out->v[i];
+		field = strcmp(var, "path") == 0  ? &m->path
+		        : strcmp(var, "url") == 0 ? &m->url
+		                                  : &m->update;
+		free(*field); /* the last value wins, as in git */
+		*field = kiln_strdup(e->value);
+	}
+	if (r != GIT_ITEROVER)
+		return gerr(r, "read %s", file);
+	git_error_clear();
+	return 0;
+}
+
+/* The URL that the relative submodule URL `rel` ("./x", "../x") names against the
+   superproject's URL `base`, as git resolves it: each "../" drops one path component. NULL when
+   it climbs above the host or the root. Owned. */
+static char *relative_url(const char *base, const char *rel)
+{
+	_cleanup_free_ char *b = kiln_strdup(base);
+	size_t n = strlen(b);
+	while (n > 1 && b[n - 1] == '/')
+		b[--n] = '\0';
+	const char *scheme = strstr(b, "://");
+	const char *host_end = scheme ? strchr(scheme + 3, '/') : NULL;
+	char sep = '/';
+	for (;;) {
+		if (starts_with(rel, "./")) {
+			rel += 2;
+		} else if (starts_with(rel, "../")) {
+			rel += 3;
+			char *cut = strrchr(b, '/');
+			if (scheme) {
+				if (!host_end || !cut || cut < host_end)
+					return NULL;
+			} else if (!cut && !is_local_url(b)) {
+				/* scp-like host:path with a one-component path */
+				char *colon = strchr(b, ':');
+				if (!colon || sep == ':')
+					return NULL;
+				colon[1] = '\0';
+				sep = ':';
+				continue;
+			} else if (!cut || cut == b) {
+				return NULL;
+			}
+			*cut = '\0';
+		} else {
+			break;
+		}
+	}
+	while (*rel == '/')
+		rel++;
+	if (!*rel)
+		return NULL;
+	if (sep == ':')
+		return kiln_asprintf("%s%s", b, rel);
+	return kiln_asprintf("%s/%s", b, rel);
+}
+
+/* The host[:port] of an https:// URL (after any user info), or NULL. Owned. */
+static char *https_host(const char *url)
+{
+	if (!url || !starts_with(url, "https://"))
+		return NULL;
+	const char *h = url + strlen("https://");
+	size_t end = strcspn(h, "/");
+	const char *at = memchr(h, '@', end);
+	if (at) {
+		end -= (size_t)(at + 1 - h);
+		h = at + 1;
+	}
+	return kiln_asprintf("%.*s", (int)end, h);
+}
+
+static void sublog(const kiln_git_submodule_opts *o, const char *fmt, ...) KILN_PRINTF(2, 3);
+static void sublog(const kiln_git_submodule_opts *o, const char *fmt, ...)
+{
+	if (!o->log)
+		return;
+	char line[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	_cleanup_free_ char *shown = redact(line);
+	o->log(o->log_arg, shown);
+}
+
+/* A submodule name that can name a directory under .git/modules and a config section. */
+static bool safe_name(const char *name)
+{
+	for (const char *s = name; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f || *s == '"' || *s == '\\')
+			return false;
+	return safe_rel(name) && strlen(name) <= 1024;
+}
+
+static int submodules_in(const char *dir, const char *display, const char *url,
+                         const kiln_git_submodule_opts *o, int depth);
+
+/* Checks out submodule `m` of the superproject `super` (working tree `dir`, remote `url`). */
+static int submodule_one(git_repository *super, git_tree *tree, const char *dir,
+                         const char *display, const char *url, const submodule *m,
+                         const kiln_git_submodule_opts *o, int depth)
+{
+	_cleanup_free_ char *shown_path =
+	    *display ? kiln_asprintf("%s/%s", display, m->path) : kiln_strdup(m->path);
+	if (m->update && strcmp(m->update, "none") == 0) {
+		sublog(o, "Skipping submodule %s (update = none)", shown_path);
+		return 0;
+	}
+	_cleanup_free_ char *path = clean_tree_path(m->path);
+	if (!safe_name(m->name) || !path || !*path || !safe_rel(path))
+		return kiln_err(EINVAL, "submodule '%.200s': unsafe name or path '%.200s'", m->name,
+		                m->path);
+	_cleanup_(git_tree_entry_freep) git_tree_entry *e = NULL;
+	if (git_tree_entry_bypath(&e, tree, path) < 0 ||
+	    git_tree_entry_type(e) != GIT_OBJECT_COMMIT) {
+		git_error_clear();
+		sublog(o, "Skipping submodule %s: no commit recorded at that path", shown_path);
+		return 0;
+	}
+	git_oid oid;
+	git_oid_cpy(&oid, git_tree_entry_id(e));
+	char sha[GIT_OID_HEXSZ + 1];
+	git_oid_tostr(sha, sizeof sha, &oid);
+
+	_cleanup_free_ char *sub_url = NULL;
+	if (starts_with(m->url, "./") || starts_with(m->url, "../")) {
+		sub_url = relative_url(url, m->url);
+		if (!sub_url)
+			return kiln_err(EINVAL, "submodule %s: cannot resolve '%.200s' against %s",
+			                shown_path, m->url, url);
+	} else {
+		sub_url = kiln_strdup(m->url);
+	}
+	/* As git's protocol.file.allow=user: a repository from elsewhere may not make the agent
+	   copy a repository of its own disk into the workspace. */
+	if (is_local_path_url(sub_url) && !is_local_path_url(url))
+		return kiln_err(EPERM,
+		                "submodule %s: the local URL '%.200s' is refused in a repository "
+		                "fetched from %s",
+		                shown_path, m->url, url);
+	_cleanup_free_ char *bare = NULL, *user = NULL, *pass = NULL;
+	split_userinfo(sub_url, &bare, &user, &pass);
+	_cleanup_free_ char *h1 = https_host(url), *h2 = https_host(sub_url);
+	kiln_git_fetch_opts fo = {0};
+	if (h1 && h2 && strcasecmp(h1, h2) == 0)
+		fo.auth = o->auth;
+	_cleanup_free_ char *mirror = NULL;
+	int r = mirror_ensure(o->mirrors_dir, sub_url, &oid, &fo, &mirror);
+	if (r < 0) {
+		kiln_err_prefix("submodule %s", shown_path);
+		return r;
+	}
+	if (fo.fetched)
+		sublog(o, "Fetched submodule %s from %s (branches and tags)", shown_path, bare);
+	else
+		sublog(o, "Submodule %s: commit %.12s already in the mirror of %s", shown_path, sha,
+		       bare);
+
+	if (!parents_are_dirs(dir, path))
+		return kiln_err(EINVAL, "submodule %s: its path goes through a non-directory",
+		                shown_path);
+	_cleanup_free_ char *workdir = kiln_asprintf("%s/%s", dir, path);
+	_cleanup_free_ char *gitdir =
+	    kiln_asprintf("%smodules/%s", git_repository_path(super), m->name);
+	bool existed;
+	if ((r = kiln_rm_rf(gitdir)) < 0 ||
+	    (r = prepare_dir(workdir, KILN_GIT_DIR_KEEP, &existed)) < 0)
+		return r;
+	clone_opts co = {.gitdir = gitdir, .no_tags = o->no_tags};
+	_cleanup_(git_repository_freep) git_repository *sub = NULL;
+	if ((r = clone_mirror(&sub, mirror, bare, workdir, &co)) < 0 ||
+	    (r = checkout_commit(sub, &oid, NULL)) < 0) {
+		kiln_err_prefix("submodule %s", shown_path);
+		return r;
+	}
+	sublog(o, "Checked out submodule %s at %s", shown_path, sha);
+	_cleanup_free_ char *k_url = kiln_asprintf("submodule.%s.url", m->name);
+	_cleanup_free_ char *k_active = kiln_asprintf("submodule.%s.active", m->name);
+	_cleanup_free_ char *stored = NULL;
+	if ((r = normalize_url(bare, &stored)) < 0 ||
+	    (r = set_config(super, k_url, stored, k_active, "true", (const char *)NULL)) < 0)
+		return r;
+	if (o->recursive)
+		return submodules_in(workdir, shown_path, stored, o, depth + 1);
+	return 0;
+}
+
+static int submodules_in(const char *dir, const char *display, const char *url,
+                         const kiln_git_submodule_opts *o, int depth)
+{
+	if (depth > SUBMODULE_DEPTH_MAX)
+		return kiln_err(ELOOP, "submodules nested more than %d deep at %s",
+		                SUBMODULE_DEPTH_MAX, *display ? display : ".");
+	_cleanup_free_ char *file = kiln_asprintf("%s/.gitmodules", dir);
+	struct stat st;
+	if (lstat(file, &st) < 0)
+		return errno == ENOENT ? 0 : kiln_err(errno, "%s: %s", file, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return kiln_err(EINVAL, "%s: not a regular file", file);
+	_cleanup_(git_repository_freep) git_repository *repo = NULL;
+	int r = open_repo(&repo, dir, false);
+	if (r < 0)
+		return r;
+	_cleanup_(git_reference_freep) git_reference *head = NULL;
+	_cleanup_(git_object_freep) git_object *tree = NULL;
+	if ((r = git_repository_head(&head, repo)) < 0 ||
+	    (r = git_reference_peel(&tree, head, GIT_OBJECT_TREE)) < 0)
+		return gerr(r, "HEAD of %s", dir);
+	_cleanup_(submodule_list_freep) submodule_list mods = {0};
+	if ((r = read_gitmodules(file, &mods)) < 0)
+		return r;
+	for (size_t i = 0; i < mods.n; i++) {
+		if (!mods.v[i].path || !mods.v[i].url)
+			continue; /* git needs both */
+		r = submodule_one(repo, (git_tree *)tree, dir, display, url, &mods.v[i], o, depth);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int kiln_git_submodules(const char *dir, const kiln_git_submodule_opts *o)
+{
+	int r = kiln_git_init();
+	if (r < 0)
+		return r;
+	if ((r = check_arg("directory", dir)) < 0 ||
+	    (r = check_arg("mirrors directory", o->mirrors_dir)) < 0 ||
+	    (r = check_arg("repository url", o->url)) < 0)
+		return r;
+	_cleanup_free_ char *bare = NULL, *user = NULL, *pass = NULL;
+	split_userinfo(o->url, &bare, &user, &pass);
+	_cleanup_free_ char *url = NULL;
+	if ((r = normalize_url(bare, &url)) < 0)
+		return r;
+	return submodules_in(dir, "", url, o, 0);
 }

@@ -262,7 +262,8 @@ static void test_mirror(void)
 	          -ENOENT);
 	CHECK(m5 == NULL);
 	CHECK_INT(kiln_git_mirror_for(mirrors, up, "abc123", &m5), -EINVAL);
-	CHECK_INT(kiln_git_mirror(mirrors, "/nonexistent/repo", &m5), -EIO);
+	CHECK_INT(kiln_git_mirror(mirrors, "/nonexistent/repo", &m5), -ENOENT);
+	CHECK(strstr(kiln_errmsg(), "no repository at /nonexistent/repo") != NULL);
 	CHECK(kiln_git_mirror(mirrors, "file://user:s3cret@/nonexistent/repo", &m5) < 0);
 	CHECK(strstr(kiln_errmsg(), "s3cret") == NULL);
 	CHECK(m5 == NULL);
@@ -558,6 +559,111 @@ static void test_snapshot(void)
 	CHECK(!exists(root, "snap3"));
 }
 
+static void test_checkout_ex(void)
+{
+	_cleanup_free_ char *mirrors = path_of(root, "mirrors");
+	/* fetched says whether the mirror was fetched; extra_ref brings a ref by name */
+	kiln_git_fetch_opts fo = {0};
+	_cleanup_free_ char *m = NULL;
+	CHECK_INT(kiln_git_mirror_ex(mirrors, up, c4, &fo, &m), 0);
+	CHECK(!fo.fetched);
+	CHECK_STR(m, mirror);
+	char pr[41];
+	CHECK_INT(GIT(up, "checkout", "-q", "--detach"), 0);
+	commit_upstream("pr.txt", "pr\n", "pr", pr);
+	CHECK_INT(GIT(up, "update-ref", "refs/pull/3/merge", pr), 0);
+	CHECK_INT(GIT(up, "checkout", "-q", "main"), 0);
+	fo.extra_ref = "refs/pull/3/merge";
+	_cleanup_free_ char *m2 = NULL;
+	CHECK_INT(kiln_git_mirror_ex(mirrors, up, NULL, &fo, &m2), 0);
+	CHECK(fo.fetched);
+	check_resolve(mirror, "refs/pull/3/merge", pr);
+	fo.extra_ref = "pull/3";
+	char *m_bad = unset;
+	CHECK_INT(kiln_git_mirror_ex(mirrors, up, NULL, &fo, &m_bad), -EINVAL);
+	CHECK(m_bad == NULL);
+
+	/* actions/checkout's order: a branch wins over a tag of the same name */
+	CHECK_INT(GIT(up, "tag", "feature2", c1), 0);
+	CHECK_INT(GIT(up, "branch", "feature2", c3), 0);
+	fo.extra_ref = NULL;
+	_cleanup_free_ char *m3 = NULL;
+	CHECK_INT(kiln_git_mirror_ex(mirrors, up, NULL, &fo, &m3), 0);
+	char sha[41];
+	char *full = NULL;
+	CHECK_INT(kiln_git_resolve_checkout_ref(mirror, "feature2", sha, &full), 0);
+	CHECK_STR(sha, c3);
+	CHECK_STR(full, "refs/heads/feature2");
+	free(full);
+	CHECK_INT(kiln_git_resolve_checkout_ref(mirror, "refs/tags/feature2", sha, &full), 0);
+	CHECK_STR(sha, c1);
+	free(full);
+	CHECK_INT(kiln_git_resolve_checkout_ref(mirror, "v1", sha, &full), 0);
+	CHECK_STR(sha, c1); /* annotated: peeled */
+	CHECK_STR(full, "refs/tags/v1");
+	free(full);
+	CHECK_INT(kiln_git_resolve_checkout_ref(mirror, "HEAD", sha, &full), 0);
+	CHECK_STR(full, "refs/heads/main");
+	free(full);
+	CHECK_INT(kiln_git_resolve_checkout_ref(mirror, c2, sha, &full), 0);
+	CHECK(full == NULL);
+	CHECK_STR(sha, c2);
+	char abbrev[8];
+	memcpy(abbrev, c2, 7);
+	abbrev[7] = '\0';
+	CHECK_INT(kiln_git_resolve_checkout_ref(mirror, abbrev, sha, &full), 0);
+	CHECK(full == NULL);
+	CHECK_STR(sha, c2);
+	CHECK_INT(kiln_git_resolve_checkout_ref(mirror, "nope", sha, &full), -ENOENT);
+	CHECK(strstr(kiln_errmsg(), "'nope'") != NULL);
+	CHECK_INT(kiln_git_resolve_checkout_ref(mirror, "0123456789abcdef0123456789abcdef01234567",
+	                                        sha, &full),
+	          -ENOENT);
+	CHECK_INT(kiln_git_resolve_checkout_ref(mirror, "refs/heads/../x", sha, &full), -ENOENT);
+	CHECK(full == NULL);
+
+	/* no_tags keeps only the tag checked out */
+	_cleanup_free_ char *d1 = path_of(root, "cx1");
+	kiln_git_checkout_opts o = {.ref = "refs/tags/v1", .no_tags = true};
+	CHECK_INT(kiln_git_checkout_ex(mirror, up, c1, &o, d1), 0);
+	_cleanup_free_ char *tags = git_out(d1, "tag", NULL, NULL);
+	CHECK_STR(tags, "v1");
+	o.ref = "refs/heads/main";
+	_cleanup_free_ char *d2 = path_of(root, "cx2");
+	CHECK_INT(kiln_git_checkout_ex(mirror, up, c2, &o, d2), 0);
+	_cleanup_free_ char *tags2 = git_out(d2, "tag", NULL, NULL);
+	CHECK_STR(tags2, "");
+
+	/* CLEAN empties a non-empty directory; KEEP keeps untracked files */
+	put(d2, "junk.txt", "junk\n");
+	o = (kiln_git_checkout_opts){.ref = "main", .dir_mode = KILN_GIT_DIR_CLEAN};
+	CHECK_INT(kiln_git_checkout_ex(mirror, up, c1, &o, d2), 0);
+	CHECK(!exists(d2, "junk.txt"));
+	check_get(d2, "a.txt", "v1\n");
+	put(d2, "junk.txt", "junk\n");
+	put(d2, "a.txt", "edited\n");
+	o.dir_mode = KILN_GIT_DIR_KEEP;
+	CHECK_INT(kiln_git_checkout_ex(mirror, up, c2, &o, d2), 0);
+	check_get(d2, "junk.txt", "junk\n");
+	check_get(d2, "a.txt", "v2\n");
+	_cleanup_free_ char *st = git_out(d2, "status", "--porcelain", NULL);
+	CHECK_STR(st, "?? junk.txt");
+	CHECK(!exists(d2, "dir/c.txt")); /* tracked at c1, gone at c2: removed as git would */
+	/* a file is not a directory, whatever the mode */
+	_cleanup_free_ char *f = path_of(d2, "junk.txt");
+	CHECK_INT(kiln_git_checkout_ex(mirror, up, c2, &o, f), -ENOTDIR);
+
+	/* origin never keeps credentials */
+	_cleanup_free_ char *d3 = path_of(root, "cx3");
+	CHECK_INT(
+	    kiln_git_checkout_ex(mirror, "https://user:tok3n@forge.invalid/o/r.git", c2, NULL, d3),
+	    0);
+	_cleanup_free_ char *origin = git_out(d3, "remote", "get-url", "origin");
+	CHECK_STR(origin, "https://forge.invalid/o/r.git");
+	_cleanup_free_ char *red = kiln_git_redact("see https://u:p@h/x and ssh://git@h/y");
+	CHECK_STR(red, "see https://***@h/x and ssh://***@h/y");
+}
+
 struct job {
 	int idx;
 	int mirror_rc, checkout_rc;
@@ -628,6 +734,7 @@ int main(void)
 	test_checkout();
 	test_snapshot();
 	test_threads();
+	test_checkout_ex();
 
 	if (check_failed == 0)
 		kiln_rm_rf(root);
