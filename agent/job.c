@@ -1095,6 +1095,8 @@ static void run_action(job_run *r, const frame *fr, size_t idx, const Kiln__Step
 {
 	const char *uses = st->uses;
 	if (uses_is(uses, "actions/checkout")) {
+		/* a token given to checkout is a secret wherever it turns up */
+		kiln_masker_add(r->masker, json_string_value(json_object_get(with, "token")));
 		agent_checkout_ctx cc = {.j = r->j, .ws = r->ws, .with = with,
 					 .log = job_log_line, .log_arg = r};
 		if (agent_checkout(&cc) < 0) {
