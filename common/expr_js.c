@@ -286,6 +286,12 @@ static bool all_ascii(const char *s, size_t n)
 
 bool kiln_xjs_equal_ci(const char *a, size_t an, const char *b, size_t bn)
 {
+	/* Upper-casing (expr_unicode.c's tables) keeps a string's UTF-8 length between half and
+	 * three times what it was, so lengths more than 6 times apart cannot match. Checked first,
+	 * so that comparing a long string with many short ones (contains() over an array) costs
+	 * the short ones' length, not the long one's each time (found by tests/fuzz). */
+	if (an / 8 > bn || bn / 8 > an)
+		return false;
 	if (all_ascii(a, an) && all_ascii(b, bn)) {
 		if (an != bn)
 			return false;
@@ -631,48 +637,53 @@ void kiln_xjs_number_coerce(double d, char out[40])
 
 void kiln_xjs_json_quote(kiln_buf *b, const char *s, size_t n)
 {
-	kiln_buf_append(b, "\"", 1);
-	size_t run = 0;
+	/* Built in a local chunk, appended when nearly full: appending each escape on its own
+	 * made a string of quotes (what nested toJSON() builds) cost two appends and a strlen
+	 * per byte, half a second for one 285-byte expression (found by tests/fuzz). */
+	char chunk[4096];
+	size_t k = 0;
+	chunk[k++] = '"';
 	for (size_t i = 0; i < n; i++) {
+		if (k > sizeof chunk - 8) { /* room for the longest escape, \u00XX */
+			kiln_buf_append(b, chunk, k);
+			k = 0;
+		}
 		unsigned char c = (unsigned char)s[i];
-		const char *esc = NULL;
-		char u[8];
+		char esc;
 		switch (c) {
 		case '"':
-			esc = "\\\"";
+			esc = '"';
 			break;
 		case '\\':
-			esc = "\\\\";
+			esc = '\\';
 			break;
 		case '\b':
-			esc = "\\b";
+			esc = 'b';
 			break;
 		case '\f':
-			esc = "\\f";
+			esc = 'f';
 			break;
 		case '\n':
-			esc = "\\n";
+			esc = 'n';
 			break;
 		case '\r':
-			esc = "\\r";
+			esc = 'r';
 			break;
 		case '\t':
-			esc = "\\t";
+			esc = 't';
 			break;
 		default:
-			if (c < 0x20) {
-				snprintf(u, sizeof u, "\\u%04x", c);
-				esc = u;
-			}
-		}
-		if (!esc)
+			if (c < 0x20)
+				k += (size_t)snprintf(chunk + k, sizeof chunk - k, "\\u%04x", c);
+			else
+				chunk[k++] = (char)c;
 			continue;
-		kiln_buf_append(b, s + run, i - run);
-		kiln_buf_puts(b, esc);
-		run = i + 1;
+		}
+		chunk[k++] = '\\';
+		chunk[k++] = esc;
 	}
-	kiln_buf_append(b, s + run, n - run);
-	kiln_buf_append(b, "\"", 1);
+	chunk[k++] = '"';
+	kiln_buf_append(b, chunk, k);
 }
 
 static void indent(kiln_buf *b, int level)
