@@ -1452,8 +1452,15 @@ static int fn_contains(xval *a, xval *out)
 	}
 	if (a[0].k == XV_ARR) {
 		size_t n = arr_len(&a[0]);
+		/* A string meets number, boolean and null items as a number: convert it once, not
+		 * once per item, which made a long string and a long array quadratic (tests/fuzz). */
+		xval num = a[1];
+		if (a[1].k == XV_STR)
+			num = num_val(to_num(&a[1]));
 		for (size_t i = 0; i < n; i++) {
-			if (equals(a[1], arr_get(&a[0], i))) {
+			xval item = arr_get(&a[0], i);
+			bool as_num = item.k == XV_NUM || item.k == XV_BOOL || item.k == XV_NULL;
+			if (equals(as_num ? num : a[1], item)) {
 				*out = bool_val(true);
 				return 0;
 			}
