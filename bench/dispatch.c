@@ -61,6 +61,9 @@
 #include "common/util.h"
 #include "coordinator/coord.h"
 
+#define BENCH_NAME "bench_dispatch"
+#include "bench/bench.h"
+
 extern char **environ;
 
 #define GOAL_P50_MS 2.0
@@ -71,35 +74,9 @@ extern char **environ;
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
-static void sleep_ns(int64_t ns)
-{
-	struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000), .tv_nsec = (long)(ns % 1000000000)};
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
 
-static char *cleanup_dir; /* removed by die() */
 
-static void die(const char *fmt, ...) KILN_PRINTF(1, 2);
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fputs("bench_dispatch: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	if (cleanup_dir)
-		kiln_rm_rf(cleanup_dir);
-	exit(2);
-}
 
 /* ---- --stamp mode: the step's "shell" ---- */
 
@@ -183,11 +160,6 @@ typedef struct series {
 	size_t n;
 } series;
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
 
 /* Nearest-rank percentile of a sorted series. */
 static double pct(const series *s, double p)
@@ -400,43 +372,8 @@ static void fs_probe(const char *dir, size_t iters, double *per_inode, double *p
 
 /* ---- kiln ---- */
 
-static json_t *api(coord *c, const char *method, const char *path, const char *query,
-		   const char *body, int want)
-{
-	char *resp = NULL;
-	int st = coord_api_sync(c, method, path, query, body, &resp);
-	json_error_t err;
-	json_t *v = resp ? json_loads(resp, 0, &err) : NULL;
-	if (st != want || !v)
-		die("%s %s: status %d: %s", method, path, st, resp ? resp : "(no body)");
-	free(resp);
-	return v;
-}
 
-/* Is the one agent online and holding a Poll (GET /api/v1/agents says idle_ms 0)? */
-static bool agent_parked(coord *c)
-{
-	json_t *v = api(c, "GET", "/api/v1/agents", NULL, NULL, 200);
-	json_t *a = json_array_get(json_object_get(v, "agents"), 0);
-	const char *state = json_string_value(json_object_get(a, "state"));
-	bool ok = state && strcmp(state, "online") == 0 &&
-		  json_integer_value(json_object_get(a, "idle_ms")) == 0;
-	json_decref(v);
-	return ok;
-}
 
-/* Waits until the agent runs nothing and holds its Poll. */
-static void wait_agent_idle(coord *c, agent *a, int64_t timeout_ms)
-{
-	int64_t end = mono_ns() + timeout_ms * 1000000;
-	for (;;) {
-		if (agent_running(a) == 0 && agent_parked(c))
-			return;
-		if (mono_ns() > end)
-			die("the agent did not become idle within %lld ms", (long long)timeout_ms);
-		sleep_ns(200000);
-	}
-}
 
 /* Follows the run's log (long poll) until the run is done; dies unless it succeeded. */
 static void wait_run_done(coord *c, long long id)

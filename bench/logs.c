@@ -56,6 +56,9 @@
 #include "common/util.h"
 #include "coordinator/coord.h"
 
+#define BENCH_NAME "bench_logs"
+#include "bench/bench.h"
+
 extern char **environ;
 
 #define GOAL_P99_MS 50.0
@@ -65,12 +68,6 @@ extern char **environ;
 #define STR(x) STR_(x)
 #define LINE_TAG "kiln-bench-line"
 
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static int64_t real_ns(void)
 {
@@ -79,28 +76,8 @@ static int64_t real_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static void sleep_ns(int64_t ns)
-{
-	struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000), .tv_nsec = (long)(ns % 1000000000)};
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
 
-static char *cleanup_dir; /* removed by die() */
 
-static void die(const char *fmt, ...) KILN_PRINTF(1, 2);
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fputs("bench_logs: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	if (cleanup_dir)
-		kiln_rm_rf(cleanup_dir);
-	exit(2);
-}
 
 static int write_all(int fd, const char *p, size_t n)
 {
@@ -192,11 +169,6 @@ static int gen_main(uint64_t bytes, size_t len)
 
 /* ---- statistics ---- */
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
 
 /* Nearest-rank percentile of sorted v[0..n). */
 static double pct(const double *v, size_t n, double p)
@@ -280,41 +252,8 @@ static char *which(const char *prog)
 
 /* ---- kiln ---- */
 
-static json_t *api(coord *c, const char *method, const char *path, const char *query,
-		   const char *body, int want)
-{
-	char *resp = NULL;
-	int st = coord_api_sync(c, method, path, query, body, &resp);
-	json_error_t err;
-	json_t *v = resp ? json_loads(resp, 0, &err) : NULL;
-	if (st != want || !v)
-		die("%s %s: status %d: %.2000s", method, path, st, resp ? resp : "(no body)");
-	free(resp);
-	return v;
-}
 
-static bool agent_parked(coord *c)
-{
-	json_t *v = api(c, "GET", "/api/v1/agents", NULL, NULL, 200);
-	json_t *a = json_array_get(json_object_get(v, "agents"), 0);
-	const char *state = json_string_value(json_object_get(a, "state"));
-	bool ok = state && strcmp(state, "online") == 0 &&
-		  json_integer_value(json_object_get(a, "idle_ms")) == 0;
-	json_decref(v);
-	return ok;
-}
 
-static void wait_agent_idle(coord *c, agent *a, int64_t timeout_ms)
-{
-	int64_t end = mono_ns() + timeout_ms * 1000000;
-	for (;;) {
-		if (agent_running(a) == 0 && agent_parked(c))
-			return;
-		if (mono_ns() > end)
-			die("the agent did not become idle within %lld ms", (long long)timeout_ms);
-		sleep_ns(200000);
-	}
-}
 
 /* Submits a run of one job with one step run by `shell` (a template with {0}); returns the
    job's id. */

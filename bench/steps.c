@@ -63,6 +63,9 @@
 #include "common/util.h"
 #include "coordinator/coord.h"
 
+#define BENCH_NAME "bench_steps"
+#include "bench/bench.h"
+
 extern char **environ;
 
 #define GOAL_RATIO 1.3
@@ -71,43 +74,10 @@ extern char **environ;
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
-static void sleep_ns(int64_t ns)
-{
-	struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000), .tv_nsec = (long)(ns % 1000000000)};
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
 
-static char *cleanup_dir, *cleanup_dir2; /* removed by die() */
 
-static void die(const char *fmt, ...) KILN_PRINTF(1, 2);
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fputs("bench_steps: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	if (cleanup_dir)
-		kiln_rm_rf(cleanup_dir);
-	if (cleanup_dir2)
-		kiln_rm_rf(cleanup_dir2);
-	exit(2);
-}
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
 
 /* Median of v[0..n) (sorts v). */
 static double median(double *v, size_t n)
@@ -272,42 +242,8 @@ static double runner(const char *script_dir, const char *cwd, size_t n)
 
 /* ---- kiln ---- */
 
-static json_t *api(coord *c, const char *method, const char *path, const char *query,
-		   const char *body, int want)
-{
-	char *resp = NULL;
-	int st = coord_api_sync(c, method, path, query, body, &resp);
-	json_error_t err;
-	json_t *v = resp ? json_loads(resp, 0, &err) : NULL;
-	if (st != want || !v)
-		die("%s %s: status %d: %s", method, path, st, resp ? resp : "(no body)");
-	free(resp);
-	return v;
-}
 
-/* Is the one agent online and holding a Poll (GET /api/v1/agents says idle_ms 0)? */
-static bool agent_parked(coord *c)
-{
-	json_t *v = api(c, "GET", "/api/v1/agents", NULL, NULL, 200);
-	json_t *a = json_array_get(json_object_get(v, "agents"), 0);
-	const char *state = json_string_value(json_object_get(a, "state"));
-	bool ok = state && strcmp(state, "online") == 0 &&
-		  json_integer_value(json_object_get(a, "idle_ms")) == 0;
-	json_decref(v);
-	return ok;
-}
 
-static void wait_agent_idle(coord *c, agent *a, int64_t timeout_ms)
-{
-	int64_t end = mono_ns() + timeout_ms * 1000000;
-	for (;;) {
-		if (agent_running(a) == 0 && agent_parked(c))
-			return;
-		if (mono_ns() > end)
-			die("the agent did not become idle within %lld ms", (long long)timeout_ms);
-		sleep_ns(200000);
-	}
-}
 
 /* The POST body of a run with one job of n `run: true` steps; owned. */
 static char *job_body(size_t n)
