@@ -186,6 +186,8 @@ uint64_t logfile_last_key(const logfile *f);
 bool logfile_capped(const logfile *f);
 void logfile_set_capped(logfile *f);
 int logfile_append(logfile *f, const char *line, size_t len);
+/* Appends complete lines ("…\n…\n") with one write; all or nothing. */
+int logfile_append_lines(logfile *f, const char *buf, size_t len);
 /* Calls fn for lines [offset, offset+max_lines) while under max_bytes; returns lines read. */
 int64_t logfile_read(logfile *f, uint64_t offset, size_t max_lines, size_t max_bytes,
 		     logfile_line_fn fn, void *arg);

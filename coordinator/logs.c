@@ -7,6 +7,7 @@
  */
 #include "coordinator/internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -122,40 +123,51 @@ uint64_t logfile_bytes(const logfile *f)
 	return f->bytes;
 }
 
+int logfile_append_lines(logfile *f, const char *buf, size_t len)
+{
+	if (len == 0)
+		return 0;
+	assert(buf[len - 1] == '\n');
+	const char *q = buf;
+	size_t left = len;
+	while (left > 0) {
+		ssize_t n = write(f->fd, q, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int r = kiln_err(errno, "log write: %s", strerror(errno));
+			/* never leave a torn line behind */
+			if (ftruncate(f->fd, (off_t)f->bytes) < 0)
+				return r;
+			return r;
+		}
+		q += n;
+		left -= (size_t)n;
+	}
+	const char *last = buf;
+	for (const char *p = buf, *end = buf + len; p < end;) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		last = p;
+		f->bytes += (uint64_t)(nl - p) + 1;
+		f->lines++;
+		if (f->lines % INDEX_EVERY == 0)
+			index_add(f, f->bytes);
+		p = nl + 1;
+	}
+	f->last_key = strtoull(last, NULL, 10);
+	return 0;
+}
+
 int logfile_append(logfile *f, const char *line, size_t len)
 {
 	char stackbuf[4096];
 	char *p = len + 1 <= sizeof stackbuf ? stackbuf : kiln_malloc(len + 1);
 	memcpy(p, line, len);
 	p[len] = '\n';
-	size_t left = len + 1;
-	const char *q = p;
-	int r = 0;
-	while (left > 0) {
-		ssize_t n = write(f->fd, q, left);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = kiln_err(errno, "log write: %s", strerror(errno));
-			break;
-		}
-		q += n;
-		left -= (size_t)n;
-	}
+	int r = logfile_append_lines(f, p, len + 1);
 	if (p != stackbuf)
 		free(p);
-	if (r < 0) {
-		/* never leave a torn line behind */
-		if (ftruncate(f->fd, (off_t)f->bytes) < 0)
-			return r;
-		return r;
-	}
-	f->bytes += len + 1;
-	f->lines++;
-	f->last_key = strtoull(line, NULL, 10);
-	if (f->lines % INDEX_EVERY == 0)
-		index_add(f, f->bytes);
-	return 0;
+	return r;
 }
 
 int64_t logfile_read(logfile *f, uint64_t offset, size_t max_lines, size_t max_bytes,

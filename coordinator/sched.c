@@ -690,17 +690,21 @@ static void handle_job_update(coord *c, bus_ctx *ctx, Kiln__JobUpdate *u)
 	api_notify_run(c, run_id);
 }
 
-/* One stored line: seq, time, stream, step, text; a newline in the text would break the file. */
+/* Appends one stored line — seq, time, stream, step, text and a newline — to b, after
+   `prefix`; a newline in the text would break the file, so it becomes a space. */
 static void format_line(kiln_buf *b, const char *prefix, uint64_t seq, const Kiln__LogLine *l)
 {
-	b->len = 0;
-	kiln_buf_printf(b, "%s%llu\t%lld\t%s\t%d\t", prefix, (unsigned long long)seq,
-			(long long)l->ts_ms, stream_name(l->stream), l->step_index);
+	char head[96];
+	int n = snprintf(head, sizeof head, "%llu\t%lld\t%s\t%d\t", (unsigned long long)seq,
+			 (long long)l->ts_ms, stream_name(l->stream), l->step_index);
+	kiln_buf_puts(b, prefix);
+	kiln_buf_append(b, head, (size_t)n);
 	size_t at = b->len;
 	kiln_buf_puts(b, l->text ? l->text : "");
 	for (size_t i = at; i < b->len; i++)
 		if (b->p[i] == '\n' || b->p[i] == '\r')
 			b->p[i] = ' ';
+	kiln_buf_append(b, "\n", 1);
 }
 
 static void handle_log_append(coord *c, bus_ctx *ctx, Kiln__LogAppend *la)
@@ -730,28 +734,27 @@ static void handle_log_append(coord *c, bus_ctx *ctx, Kiln__LogAppend *la)
 		return;
 	}
 	/* stored through the sequence of the last line; past the cap, one marker line stands
-	   for every later line (acknowledged, not kept) */
-	uint64_t have = logfile_last_key(jf);
-	bool capped = logfile_capped(jf);
-	kiln_buf b = {0};
+	   for every later line (acknowledged, not kept). The batch is written with one write
+	   per file: all of it or none. */
+	uint64_t have0 = logfile_last_key(jf), have = have0;
+	bool capped = logfile_capped(jf), marked = false;
+	kiln_buf jb = {0}, rb = {0};
 	_cleanup_free_ char *prefix =
 		kiln_asprintf("%llu\t%u\t", (unsigned long long)la->job_id, la->attempt);
-	bool added = false;
 	for (size_t i = 0; i < la->n_lines; i++) {
 		uint64_t seq = la->first_seq + i;
 		if (seq <= have)
 			continue; /* stored already: a resend */
 		if (seq != have + 1 && !capped)
 			break; /* a gap: the agent resends from stored_through + 1 */
-		if (capped) {
-			have = seq;
+		have = seq;
+		if (capped)
 			continue;
-		}
 		const Kiln__LogLine *line = la->lines[i];
 		Kiln__LogLine marker = KILN__LOG_LINE__INIT;
-		if (logfile_bytes(jf) + strlen(line->text ? line->text : "") + 64 >
+		char text[160];
+		if (logfile_bytes(jf) + jb.len + strlen(line->text ? line->text : "") + 64 >
 		    c->cfg.max_log_bytes) {
-			char text[160];
 			snprintf(text, sizeof text,
 				 "The log of this job reached its limit of %llu bytes; " LOGFILE_CAP_MARK,
 				 (unsigned long long)c->cfg.max_log_bytes);
@@ -760,28 +763,29 @@ static void handle_log_append(coord *c, bus_ctx *ctx, Kiln__LogAppend *la)
 			marker.step_index = line->step_index;
 			marker.text = text;
 			line = &marker;
-			capped = true;
-			kiln_log(KILN_LOG_WARNING, "run %llu job %llu: log truncated",
-				 (unsigned long long)run_id, (unsigned long long)la->job_id);
-			format_line(&b, "", seq, line);
-			if (logfile_append(jf, b.p, b.len) < 0)
-				break;
-			format_line(&b, prefix, seq, line);
-			logfile_append(rf, b.p, b.len);
-			logfile_set_capped(jf);
-			have = seq;
-			added = true;
-			continue;
+			capped = marked = true;
 		}
-		format_line(&b, "", seq, line);
-		if (logfile_append(jf, b.p, b.len) < 0)
-			break;
-		format_line(&b, prefix, seq, line);
-		logfile_append(rf, b.p, b.len);
-		have = seq;
-		added = true;
+		format_line(&jb, "", seq, line);
+		format_line(&rb, prefix, seq, line);
 	}
-	kiln_buf_free(&b);
+	bool added = false;
+	if (jb.len) {
+		if (logfile_append_lines(jf, jb.p, jb.len) < 0) {
+			kiln_log(KILN_LOG_ERR, "run %llu job %llu: %s", (unsigned long long)run_id,
+				 (unsigned long long)la->job_id, kiln_errmsg());
+			have = have0;
+		} else {
+			logfile_append_lines(rf, rb.p, rb.len);
+			added = true;
+			if (marked) {
+				logfile_set_capped(jf);
+				kiln_log(KILN_LOG_WARNING, "run %llu job %llu: log truncated",
+					 (unsigned long long)run_id, (unsigned long long)la->job_id);
+			}
+		}
+	}
+	kiln_buf_free(&jb);
+	kiln_buf_free(&rb);
 
 	Kiln__LogAppendReply lr = KILN__LOG_APPEND_REPLY__INIT;
 	lr.stored_through = have;
