@@ -179,8 +179,17 @@ int kiln_matrix_node_json(const char *file, const kiln_ynode *n, json_t **out)
 /* ---- expansion ---------------------------------------------------------------------- */
 
 /* Deep equality where numbers compare by value (1 == 1.0). */
+/* Comparisons one expansion may make: include/exclude entries over a large product with deep
+   values (aliases make them cheap to write) could otherwise take minutes (found by fuzzing). */
+#define MAX_COMPARISONS 5000000u
+
+static _Thread_local size_t cmp_left; /* set by kiln_matrix_expand */
+
 static bool value_equal(const json_t *a, const json_t *b)
 {
+	if (cmp_left == 0)
+		return false; /* out of budget: the expansion fails, whatever this returns */
+	cmp_left--;
 	if (json_is_number(a) && json_is_number(b))
 		return json_number_value(a) == json_number_value(b);
 	if (json_typeof(a) != json_typeof(b))
@@ -239,6 +248,7 @@ int kiln_matrix_expand(const json_t *matrix, json_t **combos)
 	*combos = NULL;
 	if (!json_is_object(matrix))
 		return kiln_err(EINVAL, "a matrix must be a mapping");
+	cmp_left = MAX_COMPARISONS;
 	const json_t *include = json_object_get(matrix, "include");
 	const json_t *exclude = json_object_get(matrix, "exclude");
 	int r;
@@ -346,6 +356,11 @@ int kiln_matrix_expand(const json_t *matrix, json_t **combos)
 			break;
 	}
 	kiln_strv_free(&keys);
+	if (cmp_left == 0) {
+		json_decref(out);
+		return kiln_err(E2BIG, "the matrix's include and exclude entries are too large to "
+				       "apply (more than %u comparisons)", MAX_COMPARISONS);
+	}
 	if (json_array_size(out) > KILN_MATRIX_MAX) {
 		json_decref(out);
 		return kiln_err(E2BIG, "the matrix has more than %d combinations", KILN_MATRIX_MAX);
