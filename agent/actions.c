@@ -313,6 +313,8 @@ int agent_action_fetch(const char *work_dir, const char *source, const agent_act
 		if (errno != EINTR)
 			return kiln_err(errno, "flock %s: %s", lock, strerror(errno));
 
+	/* declared before any goto: a cleanup variable must never be jumped over */
+	_cleanup_free_ char *mirror = NULL;
 	char have[41] = "";
 	bool cached = cached_sha(cache, sha_file, have);
 	if (cached && is_sha(ref->ref) && strcmp(have, ref->ref) == 0) {
@@ -322,7 +324,6 @@ int agent_action_fetch(const char *work_dir, const char *source, const agent_act
 	}
 	logf_(log, log_arg, "Fetching the action %s/%s@%s from %s", ref->owner, ref->repo,
 	      ref->ref, url);
-	_cleanup_free_ char *mirror = NULL;
 	r = is_sha(ref->ref) ? kiln_git_mirror_for(mirrors, url, ref->ref, &mirror)
 			     : kiln_git_mirror(mirrors, url, &mirror);
 	if (r == 0) {

@@ -303,7 +303,7 @@ int kiln_matrix_expand(const json_t *matrix, json_t **combos)
 	json_t *out = json_array();
 	if (keys.n) {
 		size_t *idx = kiln_calloc(keys.n, sizeof *idx);
-		for (size_t n = 0; n < product; n++) {
+		for (size_t n = 0; n < product && cmp_left; n++) {
 			/* idx counts in mixed radix, the last key fastest */
 			json_t *c = json_object();
 			for (size_t i = 0; i < keys.n; i++)
@@ -327,7 +327,7 @@ int kiln_matrix_expand(const json_t *matrix, json_t **combos)
 	}
 
 	size_t norig = json_array_size(out);
-	for (size_t e = 0; include && e < json_array_size(include); e++) {
+	for (size_t e = 0; include && cmp_left && e < json_array_size(include); e++) {
 		json_t *entry = json_array_get(include, e);
 		bool merged = false;
 		for (size_t i = 0; i < norig; i++) {

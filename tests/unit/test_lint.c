@@ -49,8 +49,8 @@ static void test_sorted_and_complete(void)
 	    "w.yml:9:9: a step cannot have both 'run' and 'uses'",
 	    "w.yml:9:14: 'run': an expression was expected inside '${{ }}'",
 	    "w.yml:11:3: needs cycle: test -> test",
-	    "w.yml:15:14: 'run': Unrecognized named-value: 'nope'. Located at position 1 within "
-	    "expression: nope.x",
+	    ("w.yml:15:14: 'run': Unrecognized named-value: 'nope'. Located at position 1 within "
+	     "expression: nope.x"),
 	};
 	CHECK_INT(n, KILN_ARRAY_SIZE(want));
 	CHECK_INT(p.n, KILN_ARRAY_SIZE(want) + 1);
