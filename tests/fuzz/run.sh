@@ -5,7 +5,7 @@
 #
 # Each target starts from its committed corpus and writes what it finds to a
 # scratch directory; `-merge=1` then copies into the corpus only the inputs
-# that add coverage. Past KILN_FUZZ_CAP files (default 300) the corpus is
+# that add coverage. Past KILN_FUZZ_CAP files (default 500) the corpus is
 # minimized again on edges alone, keeping the hand-written seeds (every file
 # whose name is not a 40-hex SHA-1, as libFuzzer names its own).
 #
@@ -23,7 +23,7 @@ fi
 build=$(cd "$1" && pwd) || exit 2
 seconds=${2:-60}
 here=$(cd "$(dirname "$0")" && pwd)
-cap=${KILN_FUZZ_CAP:-300}
+cap=${KILN_FUZZ_CAP:-500}
 
 # UBSan reports are findings, not noise: stop at the first one.
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
