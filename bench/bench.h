@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/vfs.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -55,6 +56,26 @@ static inline int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
 	return x < y ? -1 : x > y;
+}
+
+/* The file system a path lives on ("ext4", "tmpfs", or its magic number). */
+static inline const char *fs_name(const char *path)
+{
+	static char buf[32];
+	struct statfs sf;
+	if (statfs(path, &sf) < 0)
+		return "unknown";
+	switch ((unsigned long)sf.f_type) {
+	case 0xEF53: return "ext4";
+	case 0x01021994: return "tmpfs";
+	case 0x58465342: return "xfs";
+	case 0x9123683E: return "btrfs";
+	case 0x794C7630: return "overlayfs";
+	case 0x2FC12FC1: return "zfs";
+	default:
+		snprintf(buf, sizeof buf, "0x%lx", (unsigned long)sf.f_type);
+		return buf;
+	}
 }
 
 /* One API call that must answer `want`; the JSON body (owned). */

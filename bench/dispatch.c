@@ -308,24 +308,6 @@ static void floor_spawn(const char *self, const char *file, size_t iters, series
 
 /* ---- the machine: what a file creation costs where the agent works ---- */
 
-static const char *fs_name(const char *path)
-{
-	static char buf[32];
-	struct statfs sf;
-	if (statfs(path, &sf) < 0)
-		return "unknown";
-	switch ((unsigned long)sf.f_type) {
-	case 0xEF53: return "ext4";
-	case 0x01021994: return "tmpfs";
-	case 0x58465342: return "xfs";
-	case 0x9123683E: return "btrfs";
-	case 0x794C7630: return "overlayfs";
-	case 0x2FC12FC1: return "zfs";
-	default:
-		snprintf(buf, sizeof buf, "0x%lx", (unsigned long)sf.f_type);
-		return buf;
-	}
-}
 
 /* What creating inodes costs in dir, done as the agent does for each job on its way from
    assignment to spawn: mkdir <dir>/N, N/workspace, N/temp, then create N/temp/script.

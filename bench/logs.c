@@ -195,24 +195,6 @@ static void loadavg(char *buf, size_t n)
 	fclose(f);
 }
 
-static const char *fs_name(const char *path)
-{
-	static char buf[32];
-	struct statfs sf;
-	if (statfs(path, &sf) < 0)
-		return "unknown";
-	switch ((unsigned long)sf.f_type) {
-	case 0xEF53: return "ext4";
-	case 0x01021994: return "tmpfs";
-	case 0x58465342: return "xfs";
-	case 0x9123683E: return "btrfs";
-	case 0x794C7630: return "overlayfs";
-	case 0x2FC12FC1: return "zfs";
-	default:
-		snprintf(buf, sizeof buf, "0x%lx", (unsigned long)sf.f_type);
-		return buf;
-	}
-}
 
 /* Total size of the regular files directly in dir (0 if it cannot be read). */
 static uint64_t dir_bytes(const char *dir)

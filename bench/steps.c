@@ -133,24 +133,6 @@ static cpu_mark cpu_now(void)
 	return (cpu_mark){cpu_ms(RUSAGE_SELF), cpu_ms(RUSAGE_CHILDREN)};
 }
 
-static const char *fs_name(const char *path)
-{
-	static char buf[32];
-	struct statfs sf;
-	if (statfs(path, &sf) < 0)
-		return "unknown";
-	switch ((unsigned long)sf.f_type) {
-	case 0xEF53: return "ext4";
-	case 0x01021994: return "tmpfs";
-	case 0x58465342: return "xfs";
-	case 0x9123683E: return "btrfs";
-	case 0x794C7630: return "overlayfs";
-	case 0x2FC12FC1: return "zfs";
-	default:
-		snprintf(buf, sizeof buf, "0x%lx", (unsigned long)sf.f_type);
-		return buf;
-	}
-}
 
 /* The program's path in $PATH, as the agent looks it up; owned, or NULL. */
 static char *which(const char *prog)
