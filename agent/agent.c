@@ -1,13 +1,17 @@
 /*
  * agent — the bus client. The poll thread registers and keeps one Poll in
  * flight; an assignment starts a job thread. The shipper thread drains each
- * job's outbox in order: log lines as soon as any are waiting (what arrives
- * while a batch is in flight goes in the next one, at most 64 KiB each), then
- * step and job updates; a job's final result goes only once every one of its
- * lines is stored. Every send is retried until the coordinator answers, so
+ * job's outbox in order: log lines as soon as any are waiting, in batches of
+ * at most 64 KiB with up to LOG_FLIGHTS of them in flight at once (what
+ * arrives meanwhile goes in the next ones), then step and job updates; a
+ * job's final result goes only once every one of its lines is stored. A job
+ * thread formats its lines itself and hands them over once per read of the
+ * step's output, so the lock is taken per read, not per line. Every send is retried until the coordinator answers, so
  * jobs keep running while it is away.
  */
 #include "agent/internal.h"
+
+#include "common/logline.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -19,8 +23,8 @@
 #include <nng/protocol/reqrep0/req.h>
 
 #define BATCH_BYTES (64u << 10)
-#define BATCH_LINES 4096
 #define CALL_TIMEOUT_MS 30000
+#define FLUSH_BYTES (64u << 10)
 
 static int do_register(agent *a);
 
@@ -264,7 +268,7 @@ static void start_job(agent *a, Kiln__JobAssignment *ja)
 	j->run_id = ja->run_id;
 	j->attempt = ja->attempt;
 	j->spec = ja;
-	j->base_seq = j->next_seq = 1;
+	j->line_seq = 1;
 	agent_cancel_new(&j->cancel);
 	pthread_mutex_lock(&a->mu);
 	j->spool = take_spool(a);
@@ -373,20 +377,42 @@ static void *poll_main(void *arg)
 	return NULL;
 }
 
+void agent_job_line_buffered(agent_job *j, int stream, int32_t step, int64_t ts_ms,
+			     const char *text, size_t len)
+{
+	kiln_logline_format(&j->lines, j->line_seq++, ts_ms, stream, step, text, len);
+	if (j->lines.len >= FLUSH_BYTES)
+		agent_job_flush(j);
+}
+
+void agent_job_flush(agent_job *j)
+{
+	if (!j->lines.len)
+		return;
+	agent *a = j->a;
+	pthread_mutex_lock(&a->mu);
+	if (!j->dropped &&
+	    agent_spool_append_lines(j->spool, j->lines.p, j->lines.len, j->line_seq - 1) < 0)
+		kiln_log(KILN_LOG_ERR, "job %llu: %s", (unsigned long long)j->job_id, kiln_errmsg());
+	/* only a shipper waiting for lines is woken: not once per read while it is sending */
+	if (a->ship_wants_lines) {
+		a->ship_wants_lines = false;
+		pthread_cond_broadcast(&a->cv);
+	}
+	pthread_mutex_unlock(&a->mu);
+	j->lines.len = 0;
+}
+
 void agent_job_line(agent_job *j, int stream, int32_t step, int64_t ts_ms, const char *text,
 		    size_t len)
 {
-	agent *a = j->a;
-	pthread_mutex_lock(&a->mu);
-	if (!j->dropped && agent_spool_append(j->spool, ts_ms, stream, step, text, len) < 0)
-		kiln_log(KILN_LOG_ERR, "job %llu: %s", (unsigned long long)j->job_id, kiln_errmsg());
-	j->next_seq++;
-	pthread_cond_broadcast(&a->cv);
-	pthread_mutex_unlock(&a->mu);
+	agent_job_line_buffered(j, stream, step, ts_ms, text, len);
+	agent_job_flush(j);
 }
 
 void agent_job_send(agent_job *j, Kiln__JobUpdate *u, bool last)
 {
+	agent_job_flush(j); /* the lines before it go first */
 	u->job_id = j->job_id;
 	u->attempt = j->attempt;
 	out_update *o = kiln_calloc(1, sizeof *o);
@@ -420,79 +446,146 @@ void agent_job_update(agent_job *j, int32_t step, Kiln__JobState state, Kiln__Co
 	agent_job_send(j, &u, last);
 }
 
-typedef struct batch {
-	Kiln__LogLine *ll;
-	size_t n, cap;
-} batch;
+/* ---- log batches, several in flight ---- */
 
-static void batch_add(void *arg, int64_t ts_ms, int stream, int32_t step, const char *text,
-		      size_t len)
+static void unregister_aio(agent *a, nng_aio *aio)
 {
-	batch *b = arg;
-	if (b->n == b->cap) {
-		b->cap = b->cap ? b->cap * 2 : 64;
-		b->ll = kiln_realloc(b->ll, b->cap * sizeof *b->ll);
+	for (size_t i = 0; i < a->ninflight; i++) {
+		if (a->inflight[i] == aio) {
+			a->inflight[i] = a->inflight[--a->ninflight];
+			break;
+		}
 	}
-	Kiln__LogLine *l = &b->ll[b->n++];
-	kiln__log_line__init(l);
-	l->ts_ms = ts_ms;
-	l->stream = stream;
-	l->step_index = step;
-	l->text = strndup(text, len);
 }
 
-/* Sends one batch of j's lines; a->mu held on entry and exit, released while sending. */
-static int ship_lines(agent *a, agent_job *j)
+/* An nng callback: the LogAppend went out (then wait for the answer), or it is answered or
+   failed (then the shipper settles it). */
+static void flight_cb(void *arg)
 {
-	batch b = {0};
-	int r = agent_spool_peek(j->spool, BATCH_LINES, BATCH_BYTES, batch_add, &b);
-	if (r <= 0) {
-		free(b.ll);
-		if (r < 0) {
+	log_flight *f = arg;
+	agent *a = f->a;
+	int rc = nng_aio_result(f->aio);
+	if (rc == 0 && !f->receiving) {
+		f->receiving = true;
+		nng_ctx_recv(f->ctx, f->aio);
+		return;
+	}
+	Kiln__Response *resp = NULL;
+	if (rc == 0) {
+		nng_msg *m = nng_aio_get_msg(f->aio);
+		resp = kiln__response__unpack(NULL, nng_msg_len(m), (const uint8_t *)nng_msg_body(m));
+		nng_msg_free(m);
+		if (!resp)
+			rc = NNG_EPROTO;
+	} else if (!f->receiving) {
+		nng_msg_free(nng_aio_get_msg(f->aio));
+	}
+	pthread_mutex_lock(&a->mu);
+	f->rc = rc;
+	f->resp = resp;
+	f->done = true;
+	unregister_aio(a, f->aio);
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+}
+
+/* Sends j's next batch of lines on the free flight f; a->mu held (released to send).
+   Returns 1 when a batch went out, 0 when none could, or a negative errno. */
+static int flight_start(agent *a, log_flight *f, agent_job *j)
+{
+	if (!f->ready) {
+		if (nng_ctx_open(&f->ctx, a->sock) != 0)
+			return 0;
+		if (nng_aio_alloc(&f->aio, flight_cb, f) != 0) {
+			nng_ctx_close(f->ctx);
+			return 0;
+		}
+		f->a = a;
+		f->ready = true;
+	}
+	f->buf.len = 0;
+	uint64_t first = 0, last = 0;
+	int64_t n = agent_spool_take(j->spool, BATCH_BYTES, &f->buf, &first, &last);
+	if (n <= 0)
+		return (int)n;
+	Kiln__LogAppend la = KILN__LOG_APPEND__INIT;
+	la.job_id = j->job_id;
+	la.attempt = j->attempt;
+	la.first_seq = first;
+	la.lines.data = (uint8_t *)f->buf.p;
+	la.lines.len = f->buf.len;
+	Kiln__Request req = KILN__REQUEST__INIT;
+	req.version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
+	req.session = a->session ? a->session : "";
+	req.body_case = KILN__REQUEST__BODY_LOG_APPEND;
+	req.log_append = &la;
+	nng_msg *m;
+	if (nng_msg_alloc(&m, kiln__request__get_packed_size(&req)) != 0) {
+		agent_spool_rewind(j->spool);
+		return 0;
+	}
+	kiln__request__pack(&req, (uint8_t *)nng_msg_body(m));
+	if (a->ninflight == KILN_ARRAY_SIZE(a->inflight)) {
+		nng_msg_free(m);
+		agent_spool_rewind(j->spool);
+		return 0;
+	}
+	a->inflight[a->ninflight++] = f->aio;
+	f->j = j;
+	f->last_seq = last;
+	f->receiving = f->done = false;
+	f->rc = 0;
+	f->resp = NULL;
+	j->flying++;
+	nng_aio_set_timeout(f->aio, CALL_TIMEOUT_MS);
+	nng_aio_set_msg(f->aio, m);
+	pthread_mutex_unlock(&a->mu);
+	nng_ctx_send(f->ctx, f->aio);
+	pthread_mutex_lock(&a->mu);
+	return 1;
+}
+
+/* Acts on an answered (or failed) flight; a->mu held. Returns a negative errno when the
+   coordinator could not be reached (back off), else 0. */
+static int flight_settle(agent *a, log_flight *f)
+{
+	agent_job *j = f->j;
+	Kiln__Response *resp = f->resp;
+	int r = 0;
+	if (f->rc != 0) {
+		r = -EAGAIN;
+		j->rewind = true;
+	} else if (resp->status == KILN__STATUS__STATUS_OK &&
+		   resp->body_case == KILN__RESPONSE__BODY_LOG_APPEND) {
+		uint64_t through = resp->log_append->stored_through;
+		if (agent_spool_ack(j->spool, through) < 0) {
 			kiln_log(KILN_LOG_ERR, "job %llu: %s", (unsigned long long)j->job_id,
 				 kiln_errmsg());
 			agent_spool_clear(j->spool); /* unreadable: never retry it forever */
 		}
-		return r;
-	}
-	Kiln__LogLine **llp = kiln_calloc(b.n, sizeof *llp);
-	for (size_t i = 0; i < b.n; i++)
-		llp[i] = &b.ll[i];
-	Kiln__LogAppend la = KILN__LOG_APPEND__INIT;
-	la.job_id = j->job_id;
-	la.attempt = j->attempt;
-	la.first_seq = j->base_seq;
-	la.lines = llp;
-	la.n_lines = b.n;
-	pthread_mutex_unlock(&a->mu);
-
-	Kiln__Request req = KILN__REQUEST__INIT;
-	req.body_case = KILN__REQUEST__BODY_LOG_APPEND;
-	req.log_append = &la;
-	Kiln__Response *resp = NULL;
-	r = agent_call(a, &req, CALL_TIMEOUT_MS, &resp);
-	for (size_t i = 0; i < b.n; i++)
-		free(b.ll[i].text);
-	free(b.ll);
-	free(llp);
-
-	pthread_mutex_lock(&a->mu);
-	if (r < 0)
-		return r;
-	if (resp->status == KILN__STATUS__STATUS_OK && resp->body_case == KILN__RESPONSE__BODY_LOG_APPEND) {
-		uint64_t through = resp->log_append->stored_through;
-		size_t drop = through >= j->base_seq ? (size_t)(through - j->base_seq + 1) : 0;
-		if (drop > b.n)
-			drop = b.n;
-		agent_spool_drop(j->spool, drop);
-		j->base_seq += drop;
+		if (through < f->last_seq)
+			j->rewind = true; /* a gap (batches overtook each other): send again */
 	} else if (resp->status == KILN__STATUS__STATUS_NOT_FOUND ||
 		   resp->status == KILN__STATUS__STATUS_BAD_REQUEST) {
+		if (resp->error && *resp->error)
+			kiln_log(KILN_LOG_ERR, "job %llu: log refused: %s",
+				 (unsigned long long)j->job_id, resp->error);
 		j->dropped = true; /* the coordinator will never take these */
 	} else {
+		if (resp->status == KILN__STATUS__STATUS_UNAUTHORIZED)
+			a->need_register = true;
 		r = -EAGAIN;
+		j->rewind = true;
 	}
-	kiln__response__free_unpacked(resp, NULL);
+	if (resp)
+		kiln__response__free_unpacked(resp, NULL);
+	f->resp = NULL;
+	f->j = NULL;
+	f->done = false;
+	if (--j->flying == 0 && j->rewind) {
+		agent_spool_rewind(j->spool);
+		j->rewind = false;
+	}
 	return r;
 }
 
@@ -535,6 +628,7 @@ static int ship_update(agent *a, agent_job *j)
 static void job_free(agent_job *j)
 {
 	agent_spool_free(j->spool);
+	kiln_buf_free(&j->lines);
 	while (j->updates) {
 		out_update *o = j->updates;
 		j->updates = o->next;
@@ -554,12 +648,27 @@ static void *ship_main(void *arg)
 	pthread_mutex_lock(&a->mu);
 	for (;;) {
 		bool worked = false, failed = false;
+		for (size_t i = 0; i < LOG_FLIGHTS; i++) {
+			if (a->flights[i].j && a->flights[i].done) {
+				if (flight_settle(a, &a->flights[i]) < 0)
+					failed = true;
+				worked = true;
+			}
+		}
+		if (a->need_register && !a->stopping) {
+			a->need_register = false;
+			pthread_mutex_unlock(&a->mu);
+			int r = do_register(a);
+			pthread_mutex_lock(&a->mu);
+			if (r < 0)
+				failed = true;
+		}
+		bool flights_free = true;
 		for (agent_job **pp = &a->jobs; *pp;) {
 			agent_job *j = *pp;
 			int r = 0;
 			if (j->dropped) {
 				agent_spool_clear(j->spool);
-				j->base_seq = j->next_seq;
 				while (j->updates) {
 					out_update *o = j->updates;
 					j->updates = o->next;
@@ -572,16 +681,37 @@ static void *ship_main(void *arg)
 			if (j->updates && !j->updates->last) {
 				r = ship_update(a, j);
 				worked = true;
-			} else if (agent_spool_pending(j->spool)) {
-				r = ship_lines(a, j);
+			}
+			while (r == 0 && !failed && !j->rewind && !j->dropped &&
+			       agent_spool_unsent(j->spool)) {
+				log_flight *f = NULL;
+				for (size_t i = 0; i < LOG_FLIGHTS && !f; i++)
+					if (!a->flights[i].j)
+						f = &a->flights[i];
+				if (!f) {
+					flights_free = false;
+					break;
+				}
+				r = flight_start(a, f, j);
+				if (r <= 0) {
+					if (r < 0) {
+						kiln_log(KILN_LOG_ERR, "job %llu: %s",
+							 (unsigned long long)j->job_id, kiln_errmsg());
+						agent_spool_clear(j->spool);
+					}
+					break;
+				}
+				r = 0;
 				worked = true;
-			} else if (j->updates) {
+			}
+			if (r == 0 && j->updates && j->updates->last && !agent_spool_pending(j->spool) &&
+			    !j->flying) {
 				r = ship_update(a, j);
 				worked = true;
 			}
 			if (r < 0)
 				failed = true;
-			if (j->done && !agent_spool_pending(j->spool) && !j->updates) {
+			if (j->done && !agent_spool_pending(j->spool) && !j->updates && !j->flying) {
 				/* the lock was dropped while sending: unlink by search, then rescan */
 				for (agent_job **q = &a->jobs; *q; q = &(*q)->next) {
 					if (*q == j) {
@@ -626,12 +756,35 @@ static void *ship_main(void *arg)
 				agent_spool_free(sp);
 			continue;
 		}
-		if (!worked)
+		if (!worked) {
+			a->ship_wants_lines = flights_free;
 			pthread_cond_wait(&a->cv, &a->mu);
+			a->ship_wants_lines = false;
+		}
+	}
+	/* the flights still out end (agent_free cancels them when it stops for good) */
+	for (;;) {
+		bool out = false;
+		for (size_t i = 0; i < LOG_FLIGHTS; i++) {
+			if (a->flights[i].j && a->flights[i].done)
+				flight_settle(a, &a->flights[i]);
+			out = out || a->flights[i].j;
+		}
+		if (!out)
+			break;
+		pthread_cond_wait(&a->cv, &a->mu);
 	}
 	a->ship_done = true;
 	pthread_cond_broadcast(&a->cv);
 	pthread_mutex_unlock(&a->mu);
+	for (size_t i = 0; i < LOG_FLIGHTS; i++) {
+		log_flight *f = &a->flights[i];
+		if (f->ready) {
+			nng_aio_free(f->aio);
+			nng_ctx_close(f->ctx);
+		}
+		kiln_buf_free(&f->buf);
+	}
 	return NULL;
 }
 

@@ -25,6 +25,24 @@ typedef struct out_update {
 	struct out_update *next;
 } out_update;
 
+/* A LogAppend on its way: the shipper starts it, nng callbacks carry it, the shipper
+   settles the answer (fields under agent.mu, except while nng holds it). */
+typedef struct log_flight {
+	struct agent *a;
+	struct agent_job *j; /* NULL: free */
+	nng_ctx ctx;
+	nng_aio *aio;
+	bool ready;          /* ctx and aio made */
+	bool receiving;      /* sent; the answer is awaited */
+	bool done;           /* answered or failed */
+	int rc;              /* nng's result */
+	Kiln__Response *resp;
+	uint64_t last_seq;   /* of the batch */
+	kiln_buf buf;        /* the batch's lines */
+} log_flight;
+
+#define LOG_FLIGHTS 4
+
 /* A running job, as the poll, job and shipper threads see it (fields under agent.mu). */
 typedef struct agent_job {
 	agent *a;
@@ -36,8 +54,10 @@ typedef struct agent_job {
 	pthread_t thread;
 	/* outbox */
 	agent_spool *spool;   /* lines not yet stored by the coordinator */
-	uint64_t base_seq;    /* sequence of the oldest line in the spool */
-	uint64_t next_seq;    /* sequence the next line gets */
+	kiln_buf lines;       /* lines formatted by the job's thread, not yet in the spool */
+	uint64_t line_seq;    /* the number the next line gets (the job's thread) */
+	int flying;           /* its log batches in flight (or answered, not yet settled) */
+	bool rewind;          /* a batch was not stored: send again once none is in flight */
 	out_update *updates, *updates_tail;
 	bool done;            /* the job thread has finished; free once the outbox is empty */
 	bool dropped;         /* the coordinator no longer wants this attempt */
@@ -70,7 +90,10 @@ struct agent {
 	bool poll_started, ship_started;
 	bool poll_done, ship_done; /* the thread has left its loop (under mu) */
 	bool hard_stop;            /* stopping, and done waiting for jobs to deliver */
-	nng_aio *inflight[8];      /* calls in progress, cancelled when the agent stops */
+	nng_aio *inflight[16];     /* calls in progress, cancelled when the agent stops */
+	log_flight flights[LOG_FLIGHTS];
+	bool ship_wants_lines;     /* the shipper waits and could send: wake it for a line */
+	bool need_register;        /* the coordinator forgot our session */
 	size_t ninflight;
 };
 
@@ -78,9 +101,14 @@ struct agent {
 /* Sends req and waits for the response (timeout in ms); re-registers on UNAUTHORIZED.
    Returns 0 with *resp owned by the caller, or a negative errno. */
 int agent_call(agent *a, Kiln__Request *req, int64_t timeout_ms, Kiln__Response **resp);
-/* Queues a line of the job's log (any thread). */
+/* Queues a line of the job's log and hands it to the shipper (the job's thread). */
 void agent_job_line(agent_job *j, int stream, int32_t step, int64_t ts_ms, const char *text,
 		    size_t len);
+/* Queues a line without waking anyone: agent_job_flush hands the lines over (the job's
+   thread; one lock per read of output instead of one per line). */
+void agent_job_line_buffered(agent_job *j, int stream, int32_t step, int64_t ts_ms,
+			     const char *text, size_t len);
+void agent_job_flush(agent_job *j);
 /* Queues a job or step update (step -1 = the job); `last` marks the job's final result. */
 void agent_job_update(agent_job *j, int32_t step, Kiln__JobState state, Kiln__Conclusion concl,
 		      int64_t started_ms, int64_t finished_ms, int exit_code, const char *message,

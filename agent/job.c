@@ -25,6 +25,7 @@
 #include "agent/commands.h"
 #include "common/expr.h"
 #include "common/git.h"
+#include "common/logline.h"
 #include "common/mask.h"
 
 #define MAX_FILE_COMMAND (16u << 20) /* bytes in one GITHUB_OUTPUT / GITHUB_ENV file */
@@ -45,6 +46,7 @@ typedef struct job_run {
 	kiln_strv base;    /* the process environment every step starts from */
 	kiln_strv path;    /* GITHUB_PATH additions, newest first */
 	kiln_masker *masker;
+	bool in_output; /* inside on_output: lines wait for on_chunk_end */
 	char *ws, *tmp;
 	int status;        /* KILN_EXPR_STATUS_*: what the status functions report */
 	bool debug;        /* ACTIONS_STEP_DEBUG */
@@ -98,15 +100,17 @@ static void env_both(kiln_strv *env, const char *name, const char *value)
 	env_set(env, key, value);
 }
 
+/* Masks and queues a line; output read from a step waits for the end of its read
+   (on_chunk_end), every other line goes at once. */
 static void line_out(job_run *r, int stream, int64_t ts, const char *text, size_t len)
 {
 	size_t mlen = 0;
 	char *masked = kiln_masker_apply(r->masker, text, len, &mlen);
-	if (masked)
-		agent_job_line(r->j, stream, r->step, ts, masked, mlen);
-	else
-		agent_job_line(r->j, stream, r->step, ts, text, len);
+	agent_job_line_buffered(r->j, stream, r->step, ts, masked ? masked : text,
+				masked ? mlen : len);
 	free(masked);
+	if (!r->in_output)
+		agent_job_flush(r->j);
 }
 
 static void sys_line(job_run *r, const char *fmt, ...) KILN_PRINTF(2, 3);
@@ -117,7 +121,7 @@ static void sys_line(job_run *r, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof buf, fmt, ap);
 	va_end(ap);
-	line_out(r, KILN__STREAM__STREAM_SYSTEM, kiln_now_ms(), buf, strlen(buf));
+	line_out(r, KILN_LOGLINE_SYSTEM, kiln_now_ms(), buf, strlen(buf));
 }
 
 static void annotate(job_run *r, const agent_cmd *c)
@@ -158,11 +162,10 @@ static void free_annotations(job_run *r)
 }
 
 /* A line of step output: workflow commands are acted on, then it is masked and queued. */
-static void on_output(void *arg, int stream, int64_t ts, const char *line, size_t len)
+static void handle_output(job_run *r, int stream, int64_t ts, const char *line, size_t len)
 {
-	job_run *r = arg;
-	int st = stream == AGENT_STREAM_STDERR ? KILN__STREAM__STREAM_STDERR
-					       : KILN__STREAM__STREAM_STDOUT;
+	int st = stream == AGENT_STREAM_STDERR ? KILN_LOGLINE_STDERR
+					       : KILN_LOGLINE_STDOUT;
 	agent_cmd c;
 	if (!agent_cmd_parse(line, len, &c)) {
 		line_out(r, st, ts, line, len);
@@ -201,6 +204,20 @@ static void on_output(void *arg, int stream, int64_t ts, const char *line, size_
 		line_out(r, st, ts, line, len);
 	}
 	agent_cmd_clear(&c);
+}
+
+static void on_output(void *arg, int stream, int64_t ts, const char *line, size_t len)
+{
+	job_run *r = arg;
+	r->in_output = true;
+	handle_output(r, stream, ts, line, len);
+	r->in_output = false;
+}
+
+static void on_chunk_end(void *arg)
+{
+	job_run *r = arg;
+	agent_job_flush(r->j);
 }
 
 static kiln_expr_ctx expr_ctx(job_run *r)
@@ -670,6 +687,7 @@ static void spawn_step(job_run *r, size_t idx, const proc_spec *ps, int64_t dead
 		.kill_grace_ms = a->cfg.kill_grace_ms,
 		.cancel = r->j->cancel,
 		.on_line = on_output,
+		.on_chunk_end = on_chunk_end,
 		.arg = r,
 	};
 	agent_step_result sr = {0};

@@ -419,6 +419,8 @@ static void stream_eof(step_io *io, stream *s)
 		finish_line(io, s, kiln_now_ms(), s->part.p, s->part.len);
 		s->part.len = 0;
 	}
+	if (io->spec->on_chunk_end)
+		io->spec->on_chunk_end(io->spec->arg);
 }
 
 /* Reads one chunk from a readable pipe; returns true when it got data. */
@@ -433,6 +435,8 @@ static bool stream_read(step_io *io, stream *s)
 	}
 	if (io->spec->on_line)
 		feed(io, s, kiln_now_ms(), io->chunk, (size_t)n);
+	if (io->spec->on_chunk_end)
+		io->spec->on_chunk_end(io->spec->arg);
 	return true;
 }
 

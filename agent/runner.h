@@ -50,6 +50,7 @@ typedef struct agent_step_spec {
 	size_t max_line;       /* 0 = 64 KiB */
 	agent_cancel *cancel;  /* may be NULL */
 	agent_line_fn on_line; /* may be NULL: output is read and dropped */
+	void (*on_chunk_end)(void *arg); /* may be NULL: after the lines of each read */
 	void *arg;
 } agent_step_spec;
 

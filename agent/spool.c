@@ -1,8 +1,11 @@
 /*
- * spool — see spool.h. Records are a fixed header (time, stream, step,
- * length) and the text. `head` is the file offset of the oldest pending
- * record; the offsets of the records a peek returned are remembered so a
- * drop knows where the next pending record starts.
+ * spool — see spool.h. The lines form one stream of bytes, addressed by a
+ * logical offset that only grows: [fbase, f1) is in the file (at position
+ * offset - fbase), [f1, f1 + mem.len) is in memory, not yet written. `head`
+ * starts the oldest line not acknowledged, `sent` the first line not yet
+ * taken. Each take leaves a mark (its last sequence, the offset after it),
+ * so an acknowledgement of a whole batch finds its offset without reading;
+ * any other acknowledgement reads the lines from `head` on.
  */
 #include "agent/spool.h"
 
@@ -11,28 +14,27 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/util.h"
+#include "common/logline.h"
 
-#define WBUF_MAX (64u << 10)
-#define MAX_TEXT (1u << 20)
+#define MEM_MAX (1024u << 10)
+#define MARKS 64
+#define LINE_MAX_BYTES (KILN_LOGLINE_MAX_TEXT + KILN_LOGLINE_MAX_HEAD + 1)
 
-typedef struct rec_hdr {
-	int64_t ts_ms;
-	int32_t stream;
-	int32_t step;
-	uint32_t len;
-	uint32_t pad;
-} rec_hdr;
+typedef struct mark {
+	uint64_t seq, off;
+} mark;
 
 struct agent_spool {
 	char *path;
 	int fd;
-	uint64_t written;   /* bytes in the file */
-	uint64_t head;      /* offset of the oldest pending record */
-	uint64_t pending;   /* records not yet dropped (file and buffer) */
-	kiln_buf wbuf;      /* appended, not yet written */
-	uint64_t *peek_end; /* offset after each record of the last peek */
-	size_t npeek, cappeek;
+	uint64_t next_seq; /* the number the next line gets */
+	uint64_t acked;    /* every line through this one is stored */
+	uint64_t sent_seq; /* every line through this one was taken */
+	uint64_t fbase, f1;
+	kiln_buf mem;
+	uint64_t head, sent;
+	mark marks[MARKS];
+	size_t nmarks;
 };
 
 int agent_spool_open(const char *path, agent_spool **out)
@@ -43,6 +45,7 @@ int agent_spool_open(const char *path, agent_spool **out)
 	agent_spool *s = kiln_calloc(1, sizeof *s);
 	s->path = kiln_strdup(path);
 	s->fd = fd;
+	s->next_seq = 1;
 	*out = s;
 	return 0;
 }
@@ -54,130 +57,208 @@ void agent_spool_free(agent_spool *s)
 	close(s->fd);
 	unlink(s->path);
 	free(s->path);
-	kiln_buf_free(&s->wbuf);
-	free(s->peek_end);
+	kiln_buf_free(&s->mem);
 	free(s);
+}
+
+static uint64_t end_off(const agent_spool *s)
+{
+	return s->f1 + s->mem.len;
 }
 
 static int flush(agent_spool *s)
 {
-	const char *p = s->wbuf.p;
-	size_t left = s->wbuf.len;
+	const char *p = s->mem.p;
+	size_t left = s->mem.len;
 	while (left > 0) {
-		ssize_t n = pwrite(s->fd, p, left, (off_t)s->written);
+		ssize_t n = pwrite(s->fd, p, left, (off_t)(s->f1 - s->fbase));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			return kiln_err(errno, "spool %s: %s", s->path, strerror(errno));
 		p += n;
 		left -= (size_t)n;
-		s->written += (uint64_t)n;
+		s->f1 += (uint64_t)n;
 	}
-	s->wbuf.len = 0;
+	s->mem.len = 0;
 	return 0;
 }
 
 int agent_spool_append(agent_spool *s, int64_t ts_ms, int stream, int32_t step, const char *text,
 		       size_t len)
 {
-	if (len > MAX_TEXT)
-		len = MAX_TEXT;
-	rec_hdr h = {ts_ms, stream, step, (uint32_t)len, 0};
-	kiln_buf_append(&s->wbuf, &h, sizeof h);
-	kiln_buf_append(&s->wbuf, text, len);
-	s->pending++;
-	if (s->wbuf.len >= WBUF_MAX)
+	kiln_logline_format(&s->mem, s->next_seq++, ts_ms, stream, step, text, len);
+	if (s->mem.len >= MEM_MAX)
+		return flush(s);
+	return 0;
+}
+
+int agent_spool_append_lines(agent_spool *s, const char *buf, size_t len, uint64_t last_seq)
+{
+	kiln_buf_append(&s->mem, buf, len);
+	s->next_seq = last_seq + 1;
+	if (s->mem.len >= MEM_MAX)
 		return flush(s);
 	return 0;
 }
 
 uint64_t agent_spool_pending(const agent_spool *s)
 {
-	return s->pending;
+	return s->next_seq - 1 - s->acked;
 }
 
-static int read_full(int fd, void *buf, size_t n, uint64_t off)
+uint64_t agent_spool_unsent(const agent_spool *s)
 {
-	char *p = buf;
-	while (n > 0) {
-		ssize_t r = pread(fd, p, n, (off_t)off);
+	return s->next_seq - 1 - s->sent_seq;
+}
+
+/* Copies the stream's bytes [off, off + n) to dst. */
+static int read_at(agent_spool *s, uint64_t off, char *dst, size_t n)
+{
+	while (n > 0 && off < s->f1) {
+		size_t want = s->f1 - off < n ? (size_t)(s->f1 - off) : n;
+		ssize_t r = pread(s->fd, dst, want, (off_t)(off - s->fbase));
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
-			return r < 0 ? -errno : -EIO;
-		p += r;
-		n -= (size_t)r;
+			return kiln_err(r < 0 ? errno : EIO, "spool %s: cannot read it back", s->path);
+		dst += r;
 		off += (uint64_t)r;
+		n -= (size_t)r;
 	}
+	if (n > 0)
+		memcpy(dst, s->mem.p + (off - s->f1), n);
 	return 0;
 }
 
-int agent_spool_peek(agent_spool *s, size_t max_lines, size_t max_bytes, agent_spool_fn fn,
-		     void *arg)
+int64_t agent_spool_take(agent_spool *s, size_t max_bytes, kiln_buf *out, uint64_t *first_seq,
+			 uint64_t *last_seq)
 {
-	int r = flush(s);
-	if (r < 0)
-		return r;
-	s->npeek = 0;
-	uint64_t off = s->head;
-	size_t bytes = 0;
-	char *text = NULL;
-	size_t textcap = 0;
-	while (off < s->written && s->npeek < max_lines && s->npeek < s->pending &&
-	       bytes < max_bytes) {
-		rec_hdr h;
-		if ((r = read_full(s->fd, &h, sizeof h, off)) < 0 || h.len > MAX_TEXT) {
-			free(text);
-			return kiln_err(EIO, "spool %s: corrupt record", s->path);
+	uint64_t avail = end_off(s) - s->sent;
+	if (avail == 0)
+		return 0;
+	size_t want = avail < max_bytes ? (size_t)avail : max_bytes;
+	size_t at = out->len;
+	bool whole_line = false; /* one line longer than max_bytes: take just it */
+	for (;;) {
+		if (out->cap < at + want + 1) {
+			out->cap = at + want + 1;
+			out->p = kiln_realloc(out->p, out->cap);
 		}
-		if (h.len + 1 > textcap) {
-			textcap = h.len + 1;
-			text = kiln_realloc(text, textcap);
+		int r = read_at(s, s->sent, out->p + at, want);
+		if (r < 0)
+			return r;
+		const char *nl = whole_line ? memchr(out->p + at, '\n', want)
+					    : memrchr(out->p + at, '\n', want);
+		if (nl) {
+			want = (size_t)(nl - (out->p + at)) + 1;
+			break;
 		}
-		if ((r = read_full(s->fd, text, h.len, off + sizeof h)) < 0) {
-			free(text);
-			return kiln_err(EIO, "spool %s: short record", s->path);
-		}
-		text[h.len] = '\0';
-		fn(arg, h.ts_ms, h.stream, h.step, text, h.len);
-		off += sizeof h + h.len;
-		bytes += h.len + 16;
-		if (s->npeek == s->cappeek) {
-			s->cappeek = s->cappeek ? s->cappeek * 2 : 256;
-			s->peek_end = kiln_realloc(s->peek_end, s->cappeek * sizeof *s->peek_end);
-		}
-		s->peek_end[s->npeek++] = off;
+		if (want == avail || want >= LINE_MAX_BYTES)
+			return kiln_err(EIO, "spool %s: a line without its end", s->path);
+		want = avail < LINE_MAX_BYTES ? (size_t)avail : LINE_MAX_BYTES;
+		whole_line = true;
 	}
-	free(text);
-	return (int)s->npeek;
+	out->len = at + want;
+	out->p[out->len] = '\0';
+	const char *lastl = memrchr(out->p + at, '\n', want - 1);
+	lastl = lastl ? lastl + 1 : out->p + at;
+	uint64_t last = kiln_logline_seq(lastl, (size_t)(out->p + out->len - lastl));
+	if (last <= s->sent_seq || last >= s->next_seq)
+		return kiln_err(EIO, "spool %s: corrupt line numbers", s->path);
+	*first_seq = s->sent_seq + 1;
+	*last_seq = last;
+	s->sent += want;
+	s->sent_seq = last;
+	if (s->nmarks == MARKS) {
+		memmove(s->marks, s->marks + 1, (MARKS - 1) * sizeof *s->marks);
+		s->nmarks--;
+	}
+	s->marks[s->nmarks++] = (mark){last, s->sent};
+	return (int64_t)(last - *first_seq + 1);
 }
 
-void agent_spool_drop(agent_spool *s, size_t n)
+/* The offset of the line after seq, reading lines from head on. */
+static int find_after(agent_spool *s, uint64_t seq, uint64_t *off)
 {
-	if (n > s->npeek)
-		n = s->npeek;
-	if (n == 0)
-		return;
-	s->head = s->peek_end[n - 1];
-	s->pending -= n;
-	memmove(s->peek_end, s->peek_end + n, (s->npeek - n) * sizeof *s->peek_end);
-	s->npeek -= n;
-	if (s->pending == 0 && s->wbuf.len == 0) {
-		/* all stored: start the file over so it never grows while things are healthy */
-		if (ftruncate(s->fd, 0) == 0) {
-			s->written = s->head = 0;
-			s->npeek = 0;
+	for (size_t i = 0; i < s->nmarks; i++) {
+		if (s->marks[i].seq == seq) {
+			*off = s->marks[i].off;
+			return 0;
 		}
 	}
+	uint64_t pos = s->head, end = end_off(s);
+	char *buf = kiln_malloc(LINE_MAX_BYTES);
+	int r = 0;
+	while (pos < end) {
+		size_t n = end - pos < LINE_MAX_BYTES ? (size_t)(end - pos) : LINE_MAX_BYTES;
+		if ((r = read_at(s, pos, buf, n)) < 0)
+			break;
+		const char *p = buf, *stop = buf + n, *nl;
+		bool found = false;
+		while (p < stop && (nl = memchr(p, '\n', (size_t)(stop - p)))) {
+			if (kiln_logline_seq(p, (size_t)(nl - p)) > seq) {
+				found = true;
+				break;
+			}
+			p = nl + 1;
+		}
+		pos += (uint64_t)(p - buf);
+		if (found || p == buf)
+			break;
+	}
+	free(buf);
+	*off = pos;
+	return r;
+}
+
+/* Forgets what is acknowledged: the file once all of it is, then memory before head. */
+static void compact(agent_spool *s)
+{
+	size_t k = 0;
+	while (k < s->nmarks && s->marks[k].seq <= s->acked)
+		k++;
+	memmove(s->marks, s->marks + k, (s->nmarks - k) * sizeof *s->marks);
+	s->nmarks -= k;
+	if (s->head < s->f1)
+		return;
+	if (s->f1 > s->fbase && ftruncate(s->fd, 0) < 0)
+		return; /* keep it; the next acknowledgement tries again */
+	size_t drop = (size_t)(s->head - s->f1);
+	memmove(s->mem.p, s->mem.p + drop, s->mem.len - drop);
+	s->mem.len -= drop;
+	s->fbase = s->f1 = s->head;
+}
+
+int agent_spool_ack(agent_spool *s, uint64_t seq)
+{
+	if (seq >= s->next_seq)
+		seq = s->next_seq - 1;
+	if (seq <= s->acked)
+		return 0;
+	uint64_t off;
+	int r = find_after(s, seq, &off);
+	if (r < 0)
+		return r;
+	s->acked = seq;
+	s->head = off;
+	if (s->sent < s->head) {
+		s->sent = s->head;
+		s->sent_seq = s->acked;
+	}
+	compact(s);
+	return 0;
+}
+
+void agent_spool_rewind(agent_spool *s)
+{
+	s->sent = s->head;
+	s->sent_seq = s->acked;
 }
 
 void agent_spool_clear(agent_spool *s)
 {
-	s->wbuf.len = 0;
-	s->pending = 0;
-	s->npeek = 0;
-	if (ftruncate(s->fd, 0) == 0)
-		s->written = s->head = 0;
-	else
-		s->head = s->written;
+	s->acked = s->sent_seq = s->next_seq - 1;
+	s->head = s->sent = end_off(s);
+	compact(s);
 }

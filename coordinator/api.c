@@ -7,6 +7,8 @@
  */
 #include "coordinator/internal.h"
 
+#include "common/logline.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -265,66 +267,41 @@ static void get_runs(req *r)
 typedef struct line_ctx {
 	json_t *lines;
 	json_t *names; /* job id (as string) -> name, for run logs */
-	bool run;
 } line_ctx;
 
-/* Parses one stored line (see sched.c format_line) into JSON. */
-static void on_line(void *arg, uint64_t index, const char *line, size_t len)
+/* One stored line (common/logline.h) as JSON; a run's lines also name their job. */
+static void add_line(line_ctx *lc, uint64_t job, uint32_t attempt, const char *line, size_t len)
 {
-	line_ctx *lc = arg;
-	(void)index;
-	const char *f[7];
-	size_t flen[7];
-	int want = lc->run ? 7 : 5, n = 0;
-	const char *p = line, *end = line + len;
-	while (n < want - 1) {
-		const char *tab = memchr(p, '\t', (size_t)(end - p));
-		if (!tab)
-			return;
-		f[n] = p;
-		flen[n++] = (size_t)(tab - p);
-		p = tab + 1;
-	}
-	f[n] = p;
-	flen[n++] = (size_t)(end - p);
-	int k = 0;
+	kiln_logline l;
+	if (!kiln_logline_parse(line, len, &l))
+		return;
 	json_t *o = json_object();
-	if (lc->run) {
+	if (lc->names) {
 		char id[32];
-		snprintf(id, sizeof id, "%.*s", (int)flen[0], f[0]);
-		json_object_set_new(o, "job_id", json_integer(strtoll(id, NULL, 10)));
+		snprintf(id, sizeof id, "%llu", (unsigned long long)job);
+		json_object_set_new(o, "job_id", json_integer((json_int_t)job));
 		json_t *name = json_object_get(lc->names, id);
 		json_object_set_new(o, "job", name ? json_incref(name) : json_string(""));
-		json_object_set_new(o, "attempt", json_integer(strtoll(f[1], NULL, 10)));
-		k = 2;
+		json_object_set_new(o, "attempt", json_integer(attempt));
 	}
-	json_object_set_new(o, "seq", json_integer(strtoll(f[k], NULL, 10)));
-	json_object_set_new(o, "ts", json_integer(strtoll(f[k + 1], NULL, 10)));
-	json_object_set_new(o, "stream", json_stringn(f[k + 2], flen[k + 2]));
-	json_object_set_new(o, "step", json_integer(strtoll(f[k + 3], NULL, 10)));
-	json_t *text = json_stringn(f[k + 4], flen[k + 4]);
+	json_object_set_new(o, "seq", json_integer((json_int_t)l.seq));
+	json_object_set_new(o, "ts", json_integer(l.ts_ms));
+	json_object_set_new(o, "stream", json_stringn(l.stream, l.stream_len));
+	json_object_set_new(o, "step", json_integer(l.step));
+	json_t *text = json_stringn(l.text, l.text_len);
 	json_object_set_new(o, "text", text ? text : json_string("\xef\xbf\xbd"));
 	json_array_append_new(lc->lines, o);
 }
 
-/* Reads lines from a log that may not be open (a finished job): opens it just for this. */
-static int64_t read_log(coord *c, uint64_t id, uint32_t attempt, bool active, uint64_t offset,
-			size_t limit, line_ctx *lc, uint64_t *total)
+static void on_job_line(void *arg, uint64_t index, const char *line, size_t len)
 {
-	logfile *f = NULL;
-	bool temp = false;
-	if (active) {
-		f = coord_log(c, id, attempt);
-	} else {
-		_cleanup_free_ char *path = coord_log_path(c, id, attempt);
-		if (access(path, F_OK) == 0 && logfile_open(path, &f) == 0)
-			temp = true;
-	}
-	*total = f ? logfile_count(f) : 0;
-	int64_t n = f ? logfile_read(f, offset, limit, MAX_LOG_BYTES, on_line, lc) : 0;
-	if (temp)
-		logfile_close(f);
-	return n;
+	(void)index;
+	add_line(arg, 0, 0, line, len);
+}
+
+static void on_run_line(void *arg, uint64_t job, uint32_t attempt, const char *line, size_t len)
+{
+	add_line(arg, job, attempt, line, len);
 }
 
 static void get_run_log(req *r, uint64_t run_id)
@@ -338,15 +315,26 @@ static void get_run_log(req *r, uint64_t run_id)
 	bool done = strcmp(json_string_value(json_object_get(run, "state")), "completed") == 0;
 	uint64_t offset = (uint64_t)query_int(r->query, "offset", 0, 0, INT64_MAX);
 	size_t limit = (size_t)query_int(r->query, "limit", MAX_LINES, 1, MAX_LINES);
-	line_ctx lc = {.lines = json_array(), .names = json_object(), .run = true};
+	line_ctx lc = {.lines = json_array(), .names = json_object()};
 	sqlite3_stmt *st = store_q(c, "SELECT id, name FROM jobs WHERE run_id = ?", "i",
 				   (int64_t)run_id);
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		json_object_set_new(lc.names, col_text(st, 0), json_string(col_text(st, 1)));
 	}
 	store_done(st);
-	uint64_t total = 0;
-	int64_t n = read_log(c, run_id, 0, !done, offset, limit, &lc, &total);
+	/* a finished run's index is opened just for this */
+	runlog *rl = NULL;
+	if (!done) {
+		rl = coord_runlog(c, run_id);
+	} else {
+		_cleanup_free_ char *path = coord_log_path(c, run_id, 0);
+		if (access(path, F_OK) != 0 || runlog_open(path, &rl) < 0)
+			rl = NULL;
+	}
+	uint64_t total = rl ? runlog_count(rl) : 0;
+	int64_t n = rl ? runlog_read(c, rl, offset, limit, MAX_LOG_BYTES, on_run_line, &lc) : 0;
+	if (done)
+		runlog_close(rl);
 	json_decref(lc.names);
 	if (n == 0 && !done && maybe_wait(r, run_id)) {
 		json_decref(lc.lines);
@@ -378,10 +366,12 @@ static void get_job_log(req *r, uint64_t job_id)
 	uint64_t offset = (uint64_t)query_int(r->query, "offset", 0, 0, INT64_MAX);
 	size_t limit = (size_t)query_int(r->query, "limit", MAX_LINES, 1, MAX_LINES);
 	line_ctx lc = {.lines = json_array()};
-	uint64_t total = 0;
-	int64_t n = attempt ? read_log(c, job_id, attempt, !done && attempt == current, offset,
-				       limit, &lc, &total)
-			    : 0;
+	bool temp = false;
+	logfile *f = attempt ? coord_log_peek(c, job_id, attempt, &temp) : NULL;
+	uint64_t total = f ? logfile_count(f) : 0;
+	int64_t n = f ? logfile_read(f, offset, limit, MAX_LOG_BYTES, on_job_line, &lc) : 0;
+	if (temp)
+		logfile_close(f);
 	bool finished = done || attempt < current;
 	if (n == 0 && !finished && maybe_wait(r, run_id)) {
 		json_decref(lc.lines);

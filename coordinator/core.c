@@ -190,6 +190,7 @@ void coord_free(coord *c)
 		open_log *l = c->logs;
 		c->logs = l->next;
 		logfile_close(l->f);
+		runlog_close(l->r);
 		free(l);
 	}
 	while (c->agents) {

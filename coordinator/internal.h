@@ -27,6 +27,7 @@ typedef struct bus bus;
 typedef struct bus_ctx bus_ctx;
 typedef struct http_srv http_srv;
 typedef struct logfile logfile;
+typedef struct runlog runlog;
 
 /* An agent the coordinator knows, in memory (core). */
 typedef struct coord_agent {
@@ -57,7 +58,8 @@ typedef struct api_waiter {
 typedef struct open_log {
 	uint64_t id;      /* job id or run id */
 	uint32_t attempt; /* 0 for a run's log */
-	logfile *f;
+	logfile *f;       /* a job attempt's */
+	runlog *r;        /* a run's */
 	struct open_log *next;
 } open_log;
 
@@ -191,10 +193,29 @@ int logfile_append_lines(logfile *f, const char *buf, size_t len);
 /* Calls fn for lines [offset, offset+max_lines) while under max_bytes; returns lines read. */
 int64_t logfile_read(logfile *f, uint64_t offset, size_t max_lines, size_t max_bytes,
 		     logfile_line_fn fn, void *arg);
-/* The file of a job attempt's log (attempt>0) or a run's (attempt 0); owned. */
+/* A run's log is an index over its jobs' logs: one segment per stored batch, in the order
+   they were stored (a job's lines are never stored twice). */
+int runlog_open(const char *path, runlog **out);
+void runlog_close(runlog *r);
+uint64_t runlog_count(const runlog *r);
+/* Records that lines first_seq .. first_seq+count-1 of the job attempt's log were stored. */
+int runlog_append(runlog *r, uint64_t job, uint32_t attempt, uint64_t first_seq, uint64_t count);
+/* A run's line: which job attempt it is from, and the stored line. */
+typedef void (*runlog_line_fn)(void *arg, uint64_t job, uint32_t attempt, const char *line,
+			       size_t len);
+/* Reads the run's lines [offset, offset+max_lines) from the job logs (core); returns how many. */
+int64_t runlog_read(coord *c, runlog *r, uint64_t offset, size_t max_lines, size_t max_bytes,
+		    runlog_line_fn fn, void *arg);
+
+/* The file of a job attempt's log (attempt>0) or a run's index (attempt 0); owned. */
 char *coord_log_path(const coord *c, uint64_t id, uint32_t attempt);
-/* The open log of a job attempt (attempt>0) or of a run (attempt 0), opened on demand (core). */
+/* The open log of a job attempt (attempt>0), opened on demand (core). */
 logfile *coord_log(coord *c, uint64_t id, uint32_t attempt);
+/* The open index of a run's log, opened on demand (core). */
+runlog *coord_runlog(coord *c, uint64_t run_id);
+/* A job attempt's log to read from: the open one, or one opened for the caller (*temp set,
+   close it with logfile_close); NULL when it has no lines yet. */
+logfile *coord_log_peek(coord *c, uint64_t id, uint32_t attempt, bool *temp);
 void coord_log_close(coord *c, uint64_t id, uint32_t attempt);
 
 /* http.c */
@@ -203,6 +224,5 @@ void http_stop(coord *c);
 
 /* Names for the enums, as stored and shown. */
 const char *conclusion_name(int conclusion);
-const char *stream_name(int stream);
 
 #endif

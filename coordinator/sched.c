@@ -13,6 +13,7 @@
 #include "coordinator/internal.h"
 
 #include "common/expr.h"
+#include "common/logline.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -690,23 +691,21 @@ static void handle_job_update(coord *c, bus_ctx *ctx, Kiln__JobUpdate *u)
 	api_notify_run(c, run_id);
 }
 
-/* Appends one stored line — seq, time, stream, step, text and a newline — to b, after
-   `prefix`; a newline in the text would break the file, so it becomes a space. */
-static void format_line(kiln_buf *b, const char *prefix, uint64_t seq, const Kiln__LogLine *l)
+/* Skips n lines of buf[0..len); returns the offset after them. */
+static size_t skip_lines(const char *buf, size_t len, uint64_t n)
 {
-	char head[96];
-	int n = snprintf(head, sizeof head, "%llu\t%lld\t%s\t%d\t", (unsigned long long)seq,
-			 (long long)l->ts_ms, stream_name(l->stream), l->step_index);
-	kiln_buf_puts(b, prefix);
-	kiln_buf_append(b, head, (size_t)n);
-	size_t at = b->len;
-	kiln_buf_puts(b, l->text ? l->text : "");
-	for (size_t i = at; i < b->len; i++)
-		if (b->p[i] == '\n' || b->p[i] == '\r')
-			b->p[i] = ' ';
-	kiln_buf_append(b, "\n", 1);
+	size_t off = 0;
+	while (n-- > 0) {
+		const char *nl = memchr(buf + off, '\n', len - off);
+		off = (size_t)(nl - buf) + 1;
+	}
+	return off;
 }
 
+/* The lines of a batch are stored as they come (common/logline.h), once each: a line the log
+   has already is skipped, a gap stores nothing (the agent sends again from stored_through).
+   Past the cap one marker line stands for every later line (acknowledged, not kept). The
+   batch is written with one write: all of it or none. */
 static void handle_log_append(coord *c, bus_ctx *ctx, Kiln__LogAppend *la)
 {
 	sqlite3_stmt *st = store_q(c, "SELECT run_id, attempt FROM jobs WHERE id = ?", "i",
@@ -723,69 +722,77 @@ static void handle_log_append(coord *c, bus_ctx *ctx, Kiln__LogAppend *la)
 		reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "no such attempt");
 		return;
 	}
-	logfile *jf = coord_log(c, la->job_id, la->attempt);
-	if (jf && la->n_lines > 100000) {
-		reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "too many lines in one batch");
+	const char *buf = (const char *)la->lines.data;
+	size_t len = la->lines.len;
+	int64_t n = kiln_loglines_check(buf, len, la->first_seq);
+	if (n < 0) {
+		reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, kiln_errmsg());
 		return;
 	}
-	logfile *rf = coord_log(c, run_id, 0);
-	if (!jf || !rf) {
+	logfile *jf = coord_log(c, la->job_id, la->attempt);
+	runlog *rl = coord_runlog(c, run_id);
+	if (!jf || !rl) {
 		reply_status(ctx, KILN__STATUS__STATUS_INTERNAL, "cannot open the log");
 		return;
 	}
-	/* stored through the sequence of the last line; past the cap, one marker line stands
-	   for every later line (acknowledged, not kept). The batch is written with one write
-	   per file: all of it or none. */
-	uint64_t have0 = logfile_last_key(jf), have = have0;
-	bool capped = logfile_capped(jf), marked = false;
-	kiln_buf jb = {0}, rb = {0};
-	_cleanup_free_ char *prefix =
-		kiln_asprintf("%llu\t%u\t", (unsigned long long)la->job_id, la->attempt);
-	for (size_t i = 0; i < la->n_lines; i++) {
-		uint64_t seq = la->first_seq + i;
-		if (seq <= have)
-			continue; /* stored already: a resend */
-		if (seq != have + 1 && !capped)
-			break; /* a gap: the agent resends from stored_through + 1 */
-		have = seq;
-		if (capped)
-			continue;
-		const Kiln__LogLine *line = la->lines[i];
-		Kiln__LogLine marker = KILN__LOG_LINE__INIT;
-		char text[160];
-		if (logfile_bytes(jf) + jb.len + strlen(line->text ? line->text : "") + 64 >
-		    c->cfg.max_log_bytes) {
-			snprintf(text, sizeof text,
-				 "The log of this job reached its limit of %llu bytes; " LOGFILE_CAP_MARK,
-				 (unsigned long long)c->cfg.max_log_bytes);
-			marker.ts_ms = line->ts_ms;
-			marker.stream = KILN__STREAM__STREAM_SYSTEM;
-			marker.step_index = line->step_index;
-			marker.text = text;
-			line = &marker;
-			capped = marked = true;
-		}
-		format_line(&jb, "", seq, line);
-		format_line(&rb, prefix, seq, line);
-	}
+	uint64_t have = logfile_last_key(jf), last = la->first_seq + (uint64_t)n - 1;
 	bool added = false;
-	if (jb.len) {
-		if (logfile_append_lines(jf, jb.p, jb.len) < 0) {
+	if (logfile_capped(jf)) {
+		if (last > have)
+			have = last; /* past the cap every line is acknowledged, none kept */
+	} else if (la->first_seq <= have + 1 && last > have) {
+		uint64_t from_seq = have + 1;
+		size_t from = skip_lines(buf, len, from_seq - la->first_seq);
+		size_t keep = len - from;
+		kiln_buf capped = {0};
+		if (logfile_bytes(jf) + keep > c->cfg.max_log_bytes) {
+			/* the lines that fit, then the marker in place of the first that does not */
+			size_t room = c->cfg.max_log_bytes > logfile_bytes(jf) + 256
+					      ? (size_t)(c->cfg.max_log_bytes - logfile_bytes(jf) - 256)
+					      : 0;
+			size_t fit = 0;
+			uint64_t seq = from_seq;
+			for (;;) {
+				const char *nl = memchr(buf + from + fit, '\n', keep - fit);
+				size_t l = (size_t)(nl - (buf + from + fit)) + 1;
+				if (fit + l > room)
+					break;
+				fit += l;
+				seq++;
+			}
+			kiln_logline line;
+			const char *p = buf + from + fit;
+			kiln_logline_parse(p, (size_t)((const char *)memchr(p, '\n', keep - fit) - p),
+					   &line);
+			char text[160];
+			int tl = snprintf(text, sizeof text,
+					  "The log of this job reached its limit of %llu bytes; "
+					  LOGFILE_CAP_MARK,
+					  (unsigned long long)c->cfg.max_log_bytes);
+			kiln_buf_append(&capped, buf + from, fit);
+			kiln_logline_format(&capped, seq, line.ts_ms, KILN_LOGLINE_SYSTEM, line.step,
+					    text, (size_t)tl);
+			keep = capped.len;
+		}
+		const char *data = capped.p ? capped.p : buf + from;
+		if (logfile_append_lines(jf, data, keep) < 0) {
 			kiln_log(KILN_LOG_ERR, "run %llu job %llu: %s", (unsigned long long)run_id,
 				 (unsigned long long)la->job_id, kiln_errmsg());
-			have = have0;
 		} else {
-			logfile_append_lines(rf, rb.p, rb.len);
+			uint64_t stored = logfile_last_key(jf) - have;
+			runlog_append(rl, la->job_id, la->attempt, from_seq, stored);
 			added = true;
-			if (marked) {
+			if (capped.p) {
 				logfile_set_capped(jf);
 				kiln_log(KILN_LOG_WARNING, "run %llu job %llu: log truncated",
 					 (unsigned long long)run_id, (unsigned long long)la->job_id);
+				have = last; /* the rest of the batch is acknowledged, not kept */
+			} else {
+				have = logfile_last_key(jf);
 			}
 		}
+		kiln_buf_free(&capped);
 	}
-	kiln_buf_free(&jb);
-	kiln_buf_free(&rb);
 
 	Kiln__LogAppendReply lr = KILN__LOG_APPEND_REPLY__INIT;
 	lr.stored_through = have;

@@ -253,15 +253,3 @@ const char *conclusion_name(int conclusion)
 		return "";
 	}
 }
-
-const char *stream_name(int stream)
-{
-	switch (stream) {
-	case KILN__STREAM__STREAM_STDERR:
-		return "stderr";
-	case KILN__STREAM__STREAM_SYSTEM:
-		return "system";
-	default:
-		return "stdout";
-	}
-}

@@ -93,6 +93,63 @@ int main(void)
 	CHECK(s.in_order);
 	logfile_close(f);
 
+	/* a big log keeps its index beside it once closed; reopening uses it, and ignores it
+	   once the file changed behind it */
+	_cleanup_free_ char *bigpath = kiln_asprintf("%s/big.log", dir);
+	_cleanup_free_ char *side = kiln_asprintf("%s.idx", bigpath);
+	CHECK(logfile_open(bigpath, &f) == 0);
+	for (int i = 0; i < 5000; i++) {
+		char line[64];
+		int n = snprintf(line, sizeof line, "line %d", i);
+		CHECK(logfile_append(f, line, (size_t)n) == 0);
+	}
+	logfile_close(f);
+	CHECK(access(side, F_OK) == 0);
+	CHECK(logfile_open(bigpath, &f) == 0);
+	CHECK_INT(logfile_count(f), 5000);
+	CHECK_INT(logfile_last_key(f), 0); /* "line N" starts with no number */
+	s = read_from(f, 4097, 2);
+	CHECK_INT(s.first, 4097);
+	CHECK_INT(s.count, 2);
+	CHECK(s.in_order);
+	logfile_close(f);
+	fd = open(bigpath, O_WRONLY | O_APPEND | O_CLOEXEC);
+	CHECK(write(fd, "line 5000\n", 10) == 10);
+	close(fd);
+	CHECK(logfile_open(bigpath, &f) == 0);
+	CHECK_INT(logfile_count(f), 5001);
+	s = read_from(f, 4999, 5);
+	CHECK_INT(s.count, 2);
+	CHECK(s.in_order);
+	logfile_close(f);
+	/* a damaged index is not trusted */
+	fd = open(side, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	CHECK(write(fd, "garbage", 7) == 7);
+	close(fd);
+	CHECK(logfile_open(bigpath, &f) == 0);
+	CHECK_INT(logfile_count(f), 5001);
+	logfile_close(f);
+
+	/* a run's index: batches of one attempt merge, a torn record goes on reopen */
+	_cleanup_free_ char *runpath = kiln_asprintf("%s/run-1.idx", dir);
+	runlog *rl = NULL;
+	CHECK(runlog_open(runpath, &rl) == 0);
+	CHECK(runlog_append(rl, 7, 1, 1, 10) == 0);
+	CHECK(runlog_append(rl, 8, 1, 1, 5) == 0);
+	CHECK(runlog_append(rl, 7, 1, 11, 10) == 0);
+	CHECK_INT(runlog_count(rl), 25);
+	runlog_close(rl);
+	fd = open(runpath, O_WRONLY | O_APPEND | O_CLOEXEC);
+	CHECK(write(fd, "torn", 4) == 4);
+	close(fd);
+	CHECK(runlog_open(runpath, &rl) == 0);
+	CHECK_INT(runlog_count(rl), 25);
+	CHECK(runlog_append(rl, 8, 1, 6, 1) == 0);
+	runlog_close(rl);
+	CHECK(runlog_open(runpath, &rl) == 0);
+	CHECK_INT(runlog_count(rl), 26);
+	runlog_close(rl);
+
 	kiln_rm_rf(dir);
 	free(dir);
 	return check_done();
