@@ -1,0 +1,895 @@
+/*
+ * cas — implementation of the content-addressed store in cas.h: an SQLite
+ * index of every blob with the frames of small blobs inline, and one file per
+ * big blob. The mutex guards the database connection only; hashing,
+ * compression and file I/O run outside it so that save and restore can use
+ * several threads.
+ */
+#include "common/cas.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <sqlite3.h>
+#include <zstd.h>
+
+/* Files up to this size are read whole and compressed in one call; bigger ones stream. */
+#define READ_WHOLE_MAX (1u << 20)
+#define CHUNK (256u << 10)
+
+struct kiln_cas {
+	char *dir; /* ROOT/cas */
+	kiln_cas_limits lim;
+	pthread_mutex_t mu;
+	sqlite3 *db;
+	int batch;     /* nesting depth of kiln_cas_batch_begin */
+	int64_t clock; /* last atime handed out; strictly increasing */
+	sqlite3_stmt *st_find, *st_add, *st_add_data, *st_touch, *st_data, *st_del, *st_del_data;
+};
+
+typedef struct row {
+	bool inline_;
+	uint64_t size, csize;
+} row;
+
+static const char SCHEMA[] =
+	"PRAGMA page_size=65536;"
+	"PRAGMA journal_mode=WAL;"
+	"PRAGMA synchronous=NORMAL;"
+	"PRAGMA cache_size=-16384;"
+	"CREATE TABLE IF NOT EXISTS blobs(digest TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+	" csize INTEGER NOT NULL, inline INTEGER NOT NULL, atime INTEGER NOT NULL);"
+	"CREATE INDEX IF NOT EXISTS blobs_atime ON blobs(atime);"
+	"CREATE TABLE IF NOT EXISTS data(digest TEXT PRIMARY KEY, z BLOB NOT NULL);";
+
+bool kiln_cas_digest_valid(const char *hex)
+{
+	if (!hex)
+		return false;
+	for (int i = 0; i < 64; i++)
+		if (!((hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f')))
+			return false;
+	return hex[64] == '\0';
+}
+
+static int db_err(kiln_cas *cas, const char *what)
+{
+	return kiln_err(EIO, "cas %s: %s", what, sqlite3_errmsg(cas->db));
+}
+
+static int db_exec(kiln_cas *cas, const char *sql)
+{
+	char *msg = NULL;
+	if (sqlite3_exec(cas->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		int r = kiln_err(EIO, "cas db: %s", msg ? msg : "error");
+		sqlite3_free(msg);
+		return r;
+	}
+	return 0;
+}
+
+static char *blob_path(const kiln_cas *cas, const char *hex)
+{
+	return kiln_asprintf("%s/sha256/%.2s/%s", cas->dir, hex, hex);
+}
+
+static int64_t tick(kiln_cas *cas)
+{
+	int64_t now = kiln_now_ms();
+	cas->clock = now > cas->clock ? now : cas->clock + 1;
+	return cas->clock;
+}
+
+/* A write outside a batch gets its own transaction; inside, it joins the batch. Locked. */
+static int tx_begin(kiln_cas *cas)
+{
+	return cas->batch ? 0 : db_exec(cas, "BEGIN IMMEDIATE");
+}
+
+static int tx_end(kiln_cas *cas, int r)
+{
+	if (cas->batch)
+		return r;
+	if (r < 0) {
+		db_exec(cas, "ROLLBACK");
+		return r;
+	}
+	return db_exec(cas, "COMMIT");
+}
+
+static int prepare(kiln_cas *cas, const char *sql, sqlite3_stmt **st)
+{
+	return sqlite3_prepare_v3(cas->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) ==
+			       SQLITE_OK
+		       ? 0
+		       : db_err(cas, "prepare");
+}
+
+int kiln_cas_open(const char *root, const kiln_cas_limits *lim, kiln_cas **out)
+{
+	static const kiln_cas_limits defaults = KILN_CAS_LIMITS_INIT;
+	kiln_cas *cas = kiln_calloc(1, sizeof *cas);
+	cas->dir = kiln_asprintf("%s/cas", root);
+	cas->lim = lim ? *lim : defaults;
+	if (cas->lim.threads < 1)
+		cas->lim.threads = 1;
+	pthread_mutex_init(&cas->mu, NULL);
+	_cleanup_free_ char *sub = kiln_asprintf("%s/sha256", cas->dir);
+	_cleanup_free_ char *tmp = kiln_asprintf("%s/tmp", cas->dir);
+	_cleanup_free_ char *dbp = kiln_asprintf("%s/small.db", cas->dir);
+	int r = kiln_mkdir_p(sub, 0755);
+	if (r >= 0)
+		r = kiln_mkdir_p(tmp, 0700);
+	if (r >= 0 && sqlite3_open_v2(dbp, &cas->db,
+				      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+					      SQLITE_OPEN_NOMUTEX,
+				      NULL) != SQLITE_OK)
+		r = kiln_err(EIO, "cas %s: %s", dbp,
+			     cas->db ? sqlite3_errmsg(cas->db) : "cannot open");
+	if (r >= 0) {
+		sqlite3_busy_timeout(cas->db, 10000);
+		r = db_exec(cas, SCHEMA);
+	}
+	if (r >= 0)
+		r = prepare(cas, "SELECT inline, size, csize FROM blobs WHERE digest=?", &cas->st_find);
+	if (r >= 0)
+		r = prepare(cas, "INSERT OR IGNORE INTO blobs VALUES(?,?,?,?,?)", &cas->st_add);
+	if (r >= 0)
+		r = prepare(cas, "INSERT OR REPLACE INTO data VALUES(?,?)", &cas->st_add_data);
+	if (r >= 0)
+		r = prepare(cas, "UPDATE blobs SET atime=? WHERE digest=?", &cas->st_touch);
+	if (r >= 0)
+		r = prepare(cas, "SELECT z FROM data WHERE digest=?", &cas->st_data);
+	if (r >= 0)
+		r = prepare(cas, "DELETE FROM blobs WHERE digest=?", &cas->st_del);
+	if (r >= 0)
+		r = prepare(cas, "DELETE FROM data WHERE digest=?", &cas->st_del_data);
+	if (r >= 0) {
+		sqlite3_stmt *st = NULL;
+		if (prepare(cas, "SELECT COALESCE(MAX(atime),0) FROM blobs", &st) >= 0 &&
+		    sqlite3_step(st) == SQLITE_ROW)
+			cas->clock = sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+	}
+	if (r < 0) {
+		kiln_err_prefix("cas %s", root);
+		kiln_cas_close(cas);
+		return r;
+	}
+	*out = cas;
+	return 0;
+}
+
+void kiln_cas_close(kiln_cas *cas)
+{
+	if (!cas)
+		return;
+	if (cas->batch && cas->db)
+		db_exec(cas, "COMMIT");
+	sqlite3_stmt *sts[] = {cas->st_find, cas->st_add,  cas->st_add_data, cas->st_touch,
+			       cas->st_data, cas->st_del, cas->st_del_data};
+	for (size_t i = 0; i < KILN_ARRAY_SIZE(sts); i++)
+		sqlite3_finalize(sts[i]);
+	sqlite3_close(cas->db);
+	pthread_mutex_destroy(&cas->mu);
+	free(cas->dir);
+	free(cas);
+}
+
+void kiln_cas_closep(kiln_cas **cas)
+{
+	kiln_cas_close(*cas);
+}
+
+const kiln_cas_limits *kiln_cas_limits_get(const kiln_cas *cas)
+{
+	return &cas->lim;
+}
+
+int kiln_cas_batch_begin(kiln_cas *cas)
+{
+	pthread_mutex_lock(&cas->mu);
+	int r = cas->batch ? 0 : db_exec(cas, "BEGIN IMMEDIATE");
+	if (r >= 0)
+		cas->batch++;
+	pthread_mutex_unlock(&cas->mu);
+	return r;
+}
+
+int kiln_cas_batch_end(kiln_cas *cas)
+{
+	pthread_mutex_lock(&cas->mu);
+	int r = 0;
+	if (cas->batch > 0 && --cas->batch == 0)
+		r = db_exec(cas, "COMMIT");
+	pthread_mutex_unlock(&cas->mu);
+	return r;
+}
+
+/* 1 and *rw if the index has hex, 0 if not. Locked. */
+static int find_locked(kiln_cas *cas, const char *hex, row *rw)
+{
+	sqlite3_stmt *st = cas->st_find;
+	sqlite3_bind_text(st, 1, hex, 64, SQLITE_STATIC);
+	int rc = sqlite3_step(st), r = 0;
+	if (rc == SQLITE_ROW) {
+		rw->inline_ = sqlite3_column_int(st, 0) != 0;
+		rw->size = (uint64_t)sqlite3_column_int64(st, 1);
+		rw->csize = (uint64_t)sqlite3_column_int64(st, 2);
+		r = 1;
+	} else if (rc != SQLITE_DONE) {
+		r = db_err(cas, "lookup");
+	}
+	sqlite3_reset(st);
+	return r;
+}
+
+static int step_done(kiln_cas *cas, sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc == SQLITE_DONE ? 0 : db_err(cas, what);
+}
+
+static int touch_locked(kiln_cas *cas, const char *hex)
+{
+	sqlite3_bind_int64(cas->st_touch, 1, tick(cas));
+	sqlite3_bind_text(cas->st_touch, 2, hex, 64, SQLITE_STATIC);
+	int r = step_done(cas, cas->st_touch, "touch");
+	return r < 0 ? r : sqlite3_changes(cas->db) > 0;
+}
+
+/* Drops hex from the index and the disk. Locked. */
+static int remove_locked(kiln_cas *cas, const char *hex)
+{
+	row rw;
+	int r = find_locked(cas, hex, &rw);
+	if (r <= 0)
+		return r;
+	r = tx_begin(cas);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(cas->st_del, 1, hex, 64, SQLITE_STATIC);
+	r = step_done(cas, cas->st_del, "remove");
+	if (r >= 0) {
+		sqlite3_bind_text(cas->st_del_data, 1, hex, 64, SQLITE_STATIC);
+		r = step_done(cas, cas->st_del_data, "remove");
+	}
+	r = tx_end(cas, r);
+	if (r >= 0 && !rw.inline_) {
+		_cleanup_free_ char *p = blob_path(cas, hex);
+		if (unlink(p) < 0 && errno != ENOENT)
+			return kiln_err(errno, "%s: %s", p, strerror(errno));
+	}
+	return r < 0 ? r : 1;
+}
+
+int kiln_cas_remove(kiln_cas *cas, const char *hex)
+{
+	if (!kiln_cas_digest_valid(hex))
+		return kiln_err(EINVAL, "bad digest '%.80s'", hex ? hex : "");
+	pthread_mutex_lock(&cas->mu);
+	int r = remove_locked(cas, hex);
+	pthread_mutex_unlock(&cas->mu);
+	return r;
+}
+
+int kiln_cas_has(kiln_cas *cas, const char *hex)
+{
+	if (!kiln_cas_digest_valid(hex))
+		return 0;
+	row rw;
+	pthread_mutex_lock(&cas->mu);
+	int r = find_locked(cas, hex, &rw);
+	if (r > 0 && !rw.inline_) {
+		_cleanup_free_ char *p = blob_path(cas, hex);
+		struct stat st;
+		if (stat(p, &st) < 0 && errno == ENOENT) {
+			remove_locked(cas, hex);
+			r = 0;
+		}
+	}
+	pthread_mutex_unlock(&cas->mu);
+	return r;
+}
+
+int kiln_cas_touch(kiln_cas *cas, const char *hex)
+{
+	if (!kiln_cas_digest_valid(hex))
+		return 0;
+	pthread_mutex_lock(&cas->mu);
+	int r = touch_locked(cas, hex);
+	pthread_mutex_unlock(&cas->mu);
+	return r;
+}
+
+static int write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Opens a fresh temporary file in cas/tmp; *path is owned by the caller. */
+static int tmp_open(kiln_cas *cas, char **path)
+{
+	char rnd[17];
+	int r = kiln_random_hex(8, rnd);
+	if (r < 0)
+		return r;
+	*path = kiln_asprintf("%s/tmp/%s", cas->dir, rnd);
+	int fd = open(*path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return kiln_err(errno, "%s: %s", *path, strerror(errno));
+	return fd;
+}
+
+/* Moves a complete frame file into place as hex. */
+static int tmp_commit(kiln_cas *cas, const char *tmp, const char *hex)
+{
+	_cleanup_free_ char *dir = kiln_asprintf("%s/sha256/%.2s", cas->dir, hex);
+	_cleanup_free_ char *p = blob_path(cas, hex);
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return kiln_err(errno, "%s: %s", dir, strerror(errno));
+	if (rename(tmp, p) < 0)
+		return kiln_err(errno, "%s: %s", p, strerror(errno));
+	return 0;
+}
+
+/* Records a verified blob; frame is non-NULL for inline blobs. 1 if added. Locks. */
+static int index_add(kiln_cas *cas, const char *hex, uint64_t size, const void *frame,
+		     uint64_t csize, bool inline_)
+{
+	pthread_mutex_lock(&cas->mu);
+	int r = tx_begin(cas);
+	int added = 0;
+	if (r >= 0) {
+		sqlite3_stmt *st = cas->st_add;
+		sqlite3_bind_text(st, 1, hex, 64, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
+		sqlite3_bind_int64(st, 3, (sqlite3_int64)csize);
+		sqlite3_bind_int(st, 4, inline_);
+		sqlite3_bind_int64(st, 5, tick(cas));
+		r = step_done(cas, st, "insert");
+		added = r >= 0 && sqlite3_changes(cas->db) > 0;
+	}
+	if (r >= 0 && added && inline_) {
+		sqlite3_bind_text(cas->st_add_data, 1, hex, 64, SQLITE_STATIC);
+		sqlite3_bind_blob64(cas->st_add_data, 2, frame, csize, SQLITE_STATIC);
+		r = step_done(cas, cas->st_add_data, "insert");
+	}
+	r = tx_end(cas, r);
+	pthread_mutex_unlock(&cas->mu);
+	return r < 0 ? r : added;
+}
+
+/* Stores a verified frame: inline if small, else as a file. */
+static int store_frame(kiln_cas *cas, const char *hex, uint64_t size, const void *frame,
+		       size_t flen)
+{
+	if (flen <= cas->lim.small_max)
+		return index_add(cas, hex, size, frame, flen, true);
+	_cleanup_free_ char *tmp = NULL;
+	int fd = tmp_open(cas, &tmp);
+	if (fd < 0)
+		return fd;
+	int r = write_all(fd, frame, flen);
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r < 0)
+		r = kiln_err(r, "%s: %s", tmp, strerror(-r));
+	if (r >= 0)
+		r = tmp_commit(cas, tmp, hex);
+	if (r < 0) {
+		unlink(tmp);
+		return r;
+	}
+	return index_add(cas, hex, size, NULL, flen, false);
+}
+
+static void to_hex(const unsigned char md[32], char out[65])
+{
+	static const char xd[] = "0123456789abcdef";
+	for (int i = 0; i < 32; i++) {
+		out[2 * i] = xd[md[i] >> 4];
+		out[2 * i + 1] = xd[md[i] & 15];
+	}
+	out[64] = '\0';
+}
+
+static void hash_final(EVP_MD_CTX *h, char out[65])
+{
+	unsigned char md[32];
+	unsigned int n = 0;
+	EVP_DigestFinal_ex(h, md, &n);
+	to_hex(md, out);
+}
+
+/* Present already: touch it and report 0. */
+static int already(kiln_cas *cas, const char *hex)
+{
+	if (kiln_cas_has(cas, hex) <= 0)
+		return 1;
+	kiln_cas_touch(cas, hex);
+	return 0;
+}
+
+static int put_mem(kiln_cas *cas, const void *data, size_t len, char out_hex[65])
+{
+	char hex[65];
+	kiln_sha256_hex(data, len, hex);
+	memcpy(out_hex, hex, 65);
+	if (!already(cas, hex))
+		return 0;
+	size_t bound = ZSTD_compressBound(len);
+	_cleanup_free_ void *z = kiln_malloc(bound);
+	size_t zn = ZSTD_compress(z, bound, data, len, cas->lim.level);
+	if (ZSTD_isError(zn))
+		return kiln_err(EIO, "zstd: %s", ZSTD_getErrorName(zn));
+	return store_frame(cas, hex, len, z, zn);
+}
+
+int kiln_cas_put_buf(kiln_cas *cas, const void *data, size_t len, char out_hex[65])
+{
+	if (len > cas->lim.max_blob_size)
+		return kiln_err(EFBIG, "blob of %zu bytes is over the limit", len);
+	return put_mem(cas, data, len, out_hex);
+}
+
+static ssize_t read_some(int fd, void *buf, size_t n)
+{
+	for (;;) {
+		ssize_t k = read(fd, buf, n);
+		if (k >= 0 || errno != EINTR)
+			return k < 0 ? -errno : k;
+	}
+}
+
+/* Streams fd through hash and zstd into a temporary file, then moves it into place. */
+static int put_stream(kiln_cas *cas, int fd, kiln_buf *head, char out_hex[65], uint64_t *size)
+{
+	_cleanup_free_ char *tmp = NULL;
+	int tfd = tmp_open(cas, &tmp);
+	if (tfd < 0)
+		return tfd;
+	ZSTD_CCtx *cc = ZSTD_createCCtx();
+	EVP_MD_CTX *h = EVP_MD_CTX_new();
+	_cleanup_free_ char *in = kiln_malloc(CHUNK);
+	size_t outcap = ZSTD_CStreamOutSize();
+	_cleanup_free_ char *out = kiln_malloc(outcap);
+	uint64_t total = 0, ztotal = 0;
+	int r = cc && h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1 ? 0 : -ENOMEM;
+	if (r == 0) {
+		ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, cas->lim.level);
+		/* a second thread compresses while this one reads and hashes (if built with MT) */
+		ZSTD_CCtx_setParameter(cc, ZSTD_c_nbWorkers, 1);
+	}
+	bool eof = false, first = true;
+	while (r == 0) {
+		const char *p = in;
+		ssize_t n;
+		if (first && head->len) {
+			p = head->p;
+			n = (ssize_t)head->len;
+		} else {
+			n = read_some(fd, in, CHUNK);
+		}
+		first = false;
+		if (n < 0) {
+			r = kiln_err(-(int)n, "read: %s", strerror(-(int)n));
+			break;
+		}
+		eof = n == 0;
+		total += (uint64_t)n;
+		if (total > cas->lim.max_blob_size) {
+			r = kiln_err(EFBIG, "file is over the blob size limit");
+			break;
+		}
+		EVP_DigestUpdate(h, p, (size_t)n);
+		ZSTD_inBuffer ib = {p, (size_t)n, 0};
+		size_t left;
+		do {
+			ZSTD_outBuffer ob = {out, outcap, 0};
+			left = ZSTD_compressStream2(cc, &ob, &ib, eof ? ZSTD_e_end : ZSTD_e_continue);
+			if (ZSTD_isError(left)) {
+				r = kiln_err(EIO, "zstd: %s", ZSTD_getErrorName(left));
+				break;
+			}
+			int w = write_all(tfd, out, ob.pos);
+			if (w < 0) {
+				r = kiln_err(-w, "%s: %s", tmp, strerror(-w));
+				break;
+			}
+			ztotal += ob.pos;
+		} while (eof ? left != 0 : ib.pos < ib.size);
+		if (eof)
+			break;
+	}
+	ZSTD_freeCCtx(cc);
+	char hex[65] = "";
+	if (r == 0)
+		hash_final(h, hex);
+	EVP_MD_CTX_free(h);
+	if (close(tfd) < 0 && r == 0)
+		r = kiln_err(errno, "%s: %s", tmp, strerror(errno));
+	if (r == 0) {
+		memcpy(out_hex, hex, 65);
+		*size = total;
+		r = already(cas, hex);
+	}
+	if (r == 1 && ztotal <= cas->lim.small_max) {
+		/* compressed small after all: keep it in the database */
+		_cleanup_free_ char *z = NULL;
+		size_t zn = 0;
+		r = kiln_read_file(tmp, cas->lim.small_max, &z, &zn);
+		if (r >= 0)
+			r = index_add(cas, hex, total, z, zn, true);
+	} else if (r == 1) {
+		r = tmp_commit(cas, tmp, hex);
+		if (r >= 0)
+			r = index_add(cas, hex, total, NULL, ztotal, false);
+	}
+	unlink(tmp); /* gone already if committed */
+	return r;
+}
+
+int kiln_cas_put_fd(kiln_cas *cas, int fd, char out_hex[65], uint64_t *size)
+{
+	uint64_t sz = 0;
+	if (!size)
+		size = &sz;
+	/* read up to READ_WHOLE_MAX; a file that ends by then is compressed in one call */
+	kiln_buf b = {0};
+	int r = 0;
+	char chunk[65536];
+	while (b.len < READ_WHOLE_MAX) {
+		ssize_t n = read_some(fd, chunk, sizeof chunk);
+		if (n < 0) {
+			r = kiln_err(-(int)n, "read: %s", strerror(-(int)n));
+			break;
+		}
+		if (n == 0)
+			break;
+		kiln_buf_append(&b, chunk, (size_t)n);
+	}
+	if (r == 0 && b.len < READ_WHOLE_MAX) {
+		*size = b.len;
+		r = kiln_cas_put_buf(cas, b.p ? b.p : "", b.len, out_hex);
+	} else if (r == 0) {
+		r = put_stream(cas, fd, &b, out_hex, size);
+	}
+	kiln_buf_free(&b);
+	return r;
+}
+
+/* Where a frame is read from while verifying: memory or a file. */
+typedef struct src {
+	const char *mem;
+	size_t len;
+	int fd;
+} src;
+
+typedef int (*sink_fn)(void *ud, const void *p, size_t n);
+
+/* Decompresses a frame into sink, at most max bytes, and hashes what comes out. */
+static int unzstd(const src *s, uint64_t max, sink_fn sink, void *ud, char hex[65],
+		  uint64_t *outlen)
+{
+	ZSTD_DCtx *dc = ZSTD_createDCtx();
+	EVP_MD_CTX *h = EVP_MD_CTX_new();
+	size_t outcap = ZSTD_DStreamOutSize();
+	_cleanup_free_ char *out = kiln_malloc(outcap);
+	_cleanup_free_ char *in = s->mem ? NULL : kiln_malloc(CHUNK);
+	int r = dc && h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1 ? 0 : -ENOMEM;
+	/* a frame's maximum window is what the limit allows, and no more than 128 MiB */
+	if (r == 0)
+		ZSTD_DCtx_setParameter(dc, ZSTD_d_windowLogMax, 27);
+	uint64_t total = 0;
+	size_t last = 1;
+	bool fed = false;
+	while (r == 0) {
+		ZSTD_inBuffer ib = {0};
+		if (s->mem) {
+			if (fed)
+				break;
+			ib = (ZSTD_inBuffer){s->mem, s->len, 0};
+		} else {
+			ssize_t n = read_some(s->fd, in, CHUNK);
+			if (n < 0) {
+				r = kiln_err(-(int)n, "read: %s", strerror(-(int)n));
+				break;
+			}
+			if (n == 0)
+				break;
+			ib = (ZSTD_inBuffer){in, (size_t)n, 0};
+		}
+		fed = true;
+		while (r == 0 && ib.pos < ib.size) {
+			ZSTD_outBuffer ob = {out, outcap, 0};
+			last = ZSTD_decompressStream(dc, &ob, &ib);
+			if (ZSTD_isError(last)) {
+				r = -EBADMSG;
+				break;
+			}
+			total += ob.pos;
+			if (total > max) {
+				r = kiln_err(EFBIG, "decompresses past %llu bytes",
+					     (unsigned long long)max);
+				break;
+			}
+			EVP_DigestUpdate(h, out, ob.pos);
+			if (sink && ob.pos)
+				r = sink(ud, out, ob.pos);
+		}
+	}
+	if (r == 0 && (last != 0 || !fed))
+		r = -EBADMSG; /* truncated, or no frame at all */
+	if (r == 0) {
+		hash_final(h, hex);
+		*outlen = total;
+	}
+	ZSTD_freeDCtx(dc);
+	EVP_MD_CTX_free(h);
+	return r;
+}
+
+/* Runs the stored frame of hex through unzstd and checks the digest; removes it if corrupt. */
+static int64_t read_verify(kiln_cas *cas, const char *hex, uint64_t max, sink_fn sink, void *ud)
+{
+	if (!kiln_cas_digest_valid(hex))
+		return kiln_err(EINVAL, "bad digest '%.80s'", hex ? hex : "");
+	row rw;
+	_cleanup_free_ char *z = NULL;
+	pthread_mutex_lock(&cas->mu);
+	int r = find_locked(cas, hex, &rw);
+	if (r > 0 && rw.inline_) {
+		sqlite3_bind_text(cas->st_data, 1, hex, 64, SQLITE_STATIC);
+		if (sqlite3_step(cas->st_data) == SQLITE_ROW) {
+			rw.csize = (uint64_t)sqlite3_column_bytes(cas->st_data, 0);
+			z = kiln_malloc(rw.csize);
+			if (rw.csize)
+				memcpy(z, sqlite3_column_blob(cas->st_data, 0), rw.csize);
+		} else {
+			r = 0;
+		}
+		sqlite3_reset(cas->st_data);
+	}
+	pthread_mutex_unlock(&cas->mu);
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return kiln_err(ENOENT, "blob %s is missing", hex);
+	src s = {.mem = z, .len = rw.csize, .fd = -1};
+	if (!rw.inline_) {
+		_cleanup_free_ char *p = blob_path(cas, hex);
+		s.fd = open(p, O_RDONLY | O_CLOEXEC);
+		if (s.fd < 0 && errno == ENOENT) {
+			kiln_cas_remove(cas, hex);
+			return kiln_err(ENOENT, "blob %s is missing", hex);
+		}
+		if (s.fd < 0)
+			return kiln_err(errno, "%s: %s", p, strerror(errno));
+		s.mem = NULL;
+	}
+	char got[65];
+	uint64_t n = 0;
+	r = unzstd(&s, max, sink, ud, got, &n);
+	if (s.fd >= 0)
+		close(s.fd);
+	if (r == -EBADMSG || (r == 0 && strcmp(got, hex) != 0)) {
+		kiln_cas_remove(cas, hex);
+		return kiln_err(EBADMSG, "blob %s is corrupt (content does not match its name); removed",
+				hex);
+	}
+	if (r < 0) {
+		kiln_err_prefix("blob %s", hex);
+		return r;
+	}
+	kiln_cas_touch(cas, hex);
+	return (int64_t)n;
+}
+
+static int sink_buf(void *ud, const void *p, size_t n)
+{
+	kiln_buf_append(ud, p, n);
+	return 0;
+}
+
+int kiln_cas_get_buf(kiln_cas *cas, const char *hex, uint64_t max, char **out, size_t *len)
+{
+	kiln_buf b = {0};
+	int64_t r = read_verify(cas, hex, max, sink_buf, &b);
+	if (r < 0) {
+		kiln_buf_free(&b);
+		return (int)r;
+	}
+	if (len)
+		*len = b.len;
+	*out = kiln_buf_steal(&b);
+	return 0;
+}
+
+static int sink_fd(void *ud, const void *p, size_t n)
+{
+	int r = write_all(*(int *)ud, p, n);
+	return r < 0 ? kiln_err(-r, "write: %s", strerror(-r)) : 0;
+}
+
+int64_t kiln_cas_get_to_fd(kiln_cas *cas, const char *hex, int fd, uint64_t max)
+{
+	return read_verify(cas, hex, max, sink_fd, &fd);
+}
+
+int kiln_cas_verify(kiln_cas *cas, const char *hex)
+{
+	int64_t r = read_verify(cas, hex, cas->lim.max_blob_size, NULL, NULL);
+	return r == -ENOENT ? 0 : r < 0 ? (int)r : 1;
+}
+
+int kiln_cas_put_compressed(kiln_cas *cas, const char *expected_hex, const void *frame,
+			    size_t len)
+{
+	if (!kiln_cas_digest_valid(expected_hex))
+		return kiln_err(EINVAL, "bad digest '%.80s'", expected_hex ? expected_hex : "");
+	if (!already(cas, expected_hex))
+		return 0;
+	src s = {.mem = frame ? frame : "", .len = len, .fd = -1};
+	char got[65];
+	uint64_t n = 0;
+	int r = unzstd(&s, cas->lim.max_blob_size, NULL, NULL, got, &n);
+	if (r == -EBADMSG)
+		return kiln_err(EBADMSG, "blob %s: not a valid zstd frame", expected_hex);
+	if (r < 0) {
+		kiln_err_prefix("blob %s", expected_hex);
+		return r;
+	}
+	if (strcmp(got, expected_hex) != 0)
+		return kiln_err(EBADMSG, "blob %s: content has digest %s; refused", expected_hex,
+				got);
+	return store_frame(cas, expected_hex, n, frame, len);
+}
+
+int kiln_cas_read_compressed(kiln_cas *cas, const char *hex, uint64_t off, void *buf, size_t cap,
+			     size_t *n, uint64_t *total)
+{
+	if (!kiln_cas_digest_valid(hex))
+		return kiln_err(EINVAL, "bad digest '%.80s'", hex ? hex : "");
+	row rw;
+	*n = 0;
+	pthread_mutex_lock(&cas->mu);
+	int r = find_locked(cas, hex, &rw);
+	if (r > 0 && rw.inline_) {
+		sqlite3_bind_text(cas->st_data, 1, hex, 64, SQLITE_STATIC);
+		if (sqlite3_step(cas->st_data) == SQLITE_ROW) {
+			uint64_t zn = (uint64_t)sqlite3_column_bytes(cas->st_data, 0);
+			const char *z = sqlite3_column_blob(cas->st_data, 0);
+			*total = zn;
+			if (off < zn) {
+				*n = zn - off < cap ? (size_t)(zn - off) : cap;
+				memcpy(buf, z + off, *n);
+			}
+		} else {
+			r = 0;
+		}
+		sqlite3_reset(cas->st_data);
+	}
+	pthread_mutex_unlock(&cas->mu);
+	if (r <= 0 || rw.inline_)
+		return r < 0 ? r : r == 0 ? kiln_err(ENOENT, "blob %s is missing", hex) : 0;
+	_cleanup_free_ char *p = blob_path(cas, hex);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return kiln_err(errno, "%s: %s", p, strerror(errno));
+	struct stat st;
+	ssize_t k = fstat(fd, &st) < 0 ? -1 : pread(fd, buf, cap, (off_t)off);
+	int e = errno;
+	close(fd);
+	if (k < 0)
+		return kiln_err(e, "%s: %s", p, strerror(e));
+	*n = (size_t)k;
+	*total = (uint64_t)st.st_size;
+	return 0;
+}
+
+int kiln_cas_total(kiln_cas *cas, uint64_t *bytes, uint64_t *count)
+{
+	sqlite3_stmt *st = NULL;
+	pthread_mutex_lock(&cas->mu);
+	int r = prepare(cas, "SELECT COALESCE(SUM(csize),0), COUNT(*) FROM blobs", &st);
+	if (r >= 0 && sqlite3_step(st) == SQLITE_ROW) {
+		if (bytes)
+			*bytes = (uint64_t)sqlite3_column_int64(st, 0);
+		if (count)
+			*count = (uint64_t)sqlite3_column_int64(st, 1);
+	} else if (r >= 0) {
+		r = db_err(cas, "total");
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&cas->mu);
+	return r;
+}
+
+typedef struct snap {
+	kiln_strv hex;
+	uint64_t *size, *csize;
+	size_t cap;
+} snap;
+
+/* Lists blobs in the order of sql (which selects digest, size, csize). Locks. */
+static int snapshot(kiln_cas *cas, const char *sql, snap *s)
+{
+	sqlite3_stmt *st = NULL;
+	pthread_mutex_lock(&cas->mu);
+	int r = prepare(cas, sql, &st), rc;
+	while (r >= 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (s->hex.n == s->cap) {
+			s->cap = s->cap ? 2 * s->cap : 256;
+			s->size = kiln_realloc(s->size, s->cap * sizeof *s->size);
+			s->csize = kiln_realloc(s->csize, s->cap * sizeof *s->csize);
+		}
+		s->size[s->hex.n] = (uint64_t)sqlite3_column_int64(st, 1);
+		s->csize[s->hex.n] = (uint64_t)sqlite3_column_int64(st, 2);
+		kiln_strv_push(&s->hex, (const char *)sqlite3_column_text(st, 0));
+	}
+	if (r >= 0 && rc != SQLITE_DONE)
+		r = db_err(cas, "list");
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&cas->mu);
+	return r;
+}
+
+static void snap_free(snap *s)
+{
+	kiln_strv_free(&s->hex);
+	free(s->size);
+	free(s->csize);
+}
+
+int kiln_cas_foreach(kiln_cas *cas, kiln_cas_foreach_fn fn, void *ud)
+{
+	snap s = {0};
+	int r = snapshot(cas, "SELECT digest, size, csize FROM blobs ORDER BY digest", &s);
+	for (size_t i = 0; r == 0 && i < s.hex.n; i++)
+		r = fn(ud, s.hex.v[i], s.size[i], s.csize[i]);
+	snap_free(&s);
+	return r;
+}
+
+int kiln_cas_evict(kiln_cas *cas, uint64_t max_bytes)
+{
+	uint64_t total = 0;
+	int r = kiln_cas_total(cas, &total, NULL);
+	if (r < 0 || total <= max_bytes)
+		return r;
+	snap s = {0};
+	r = snapshot(cas, "SELECT digest, size, csize FROM blobs ORDER BY atime", &s);
+	int removed = 0;
+	bool began = r >= 0 && (r = kiln_cas_batch_begin(cas)) >= 0;
+	for (size_t i = 0; began && r >= 0 && i < s.hex.n && total > max_bytes; i++) {
+		r = kiln_cas_remove(cas, s.hex.v[i]);
+		if (r > 0) {
+			total -= s.csize[i];
+			removed++;
+		}
+	}
+	if (began && kiln_cas_batch_end(cas) < 0 && r >= 0)
+		r = -EIO;
+	snap_free(&s);
+	return r < 0 ? r : removed;
+}
