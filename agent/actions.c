@@ -135,8 +135,7 @@ int agent_action_ref_parse(const char *uses, agent_action_ref *out)
 const char *agent_action_unsupported(const char *uses)
 {
 	static const char *const names[] = {
-	    "actions/cache",	       "actions/cache/restore",	   "actions/cache/save",
-	    "actions/upload-artifact", "actions/download-artifact",
+	    "actions/upload-artifact/merge",
 	};
 	for (size_t i = 0; i < KILN_ARRAY_SIZE(names); i++) {
 		size_t n = strlen(names[i]);

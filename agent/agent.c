@@ -11,6 +11,7 @@
  */
 #include "agent/internal.h"
 
+#include "common/cas.h"
 #include "common/logline.h"
 
 #include <dirent.h>
@@ -241,6 +242,9 @@ static void *job_main(void *arg)
 	agent_job *j = arg;
 	agent_job_run(j);
 	agent *a = j->a;
+	/* the store stays within its bound, oldest use first */
+	if (kiln_cas_evict(a->cas, a->cfg.cas_max_bytes) < 0)
+		kiln_log(KILN_LOG_WARNING, "agent store: %s", kiln_errmsg());
 	pthread_mutex_lock(&a->mu);
 	j->done = true;
 	a->running--;
@@ -834,6 +838,11 @@ int agent_start(const agent_config *cfg, agent **out)
 	int r = kiln_clear_dir(spool, 0750);
 	if (r < 0)
 		goto fail;
+	_cleanup_free_ char *cas = kiln_asprintf("%s/cas", a->work_dir);
+	if ((r = kiln_mkdir_p(cas, 0750)) < 0 || (r = kiln_cas_open(a->work_dir, NULL, &a->cas)) < 0)
+		goto fail;
+	if (!a->cfg.cas_max_bytes)
+		a->cfg.cas_max_bytes = 10ull << 30;
 	a->nslots = a->cfg.capacity;
 	a->slot_busy = kiln_calloc(a->nslots, sizeof *a->slot_busy);
 	for (size_t i = 0; i < a->nslots; i++)
@@ -937,6 +946,7 @@ void agent_free(agent *a)
 		job_free(j);
 	}
 	agent_spool_free(a->spare);
+	kiln_cas_close(a->cas);
 	if (a->script_dir)
 		kiln_rm_rf(a->script_dir);
 	free(a->script_dir);

@@ -85,6 +85,7 @@ struct agent {
 	agent_spool *spare;       /* a spool file ready for the next job */
 	uint64_t spool_seq;
 	char *script_dir;         /* step scripts on tmpfs, or NULL for the job's temp dir */
+	struct kiln_cas *cas;     /* the agent's own blob store (work/cas), bounded by cfg */
 
 	pthread_t poll_thread, ship_thread;
 	bool poll_started, ship_started;

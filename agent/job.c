@@ -23,6 +23,7 @@
 #include "agent/actions.h"
 #include "agent/checkout.h"
 #include "agent/commands.h"
+#include "agent/store.h"
 #include "common/expr.h"
 #include "common/git.h"
 #include "common/logline.h"
@@ -47,6 +48,7 @@ typedef struct job_run {
 	kiln_strv path;    /* GITHUB_PATH additions, newest first */
 	kiln_masker *masker;
 	bool in_output; /* inside on_output: lines wait for on_chunk_end */
+	json_t *posts;  /* post steps to run at the end ({uses, step, key, path}) */
 	char *ws, *tmp;
 	int status;        /* KILN_EXPR_STATUS_*: what the status functions report */
 	bool debug;        /* ACTIONS_STEP_DEBUG */
@@ -1106,6 +1108,58 @@ static void run_node(job_run *r, size_t idx, const kiln_action *act, const actio
 	json_decref(penv);
 }
 
+/* actions/cache, its halves, and the artifact actions (agent/store.c). actions/cache leaves a
+   post step behind that saves the cache once the job has succeeded, as GitHub's does. */
+static void run_store_action(job_run *r, size_t idx, const char *uses, json_t *with,
+			     step_result *res)
+{
+	agent_store_ctx sc = {.j = r->j, .ws = r->ws, .home = env_get(&r->base, "HOME"),
+			      .with = with, .outputs = res->outputs, .log = job_log_line,
+			      .log_arg = r};
+	int rc;
+	if (uses_is(uses, "actions/cache")) {
+		json_t *post = NULL;
+		rc = agent_cache_restore(&sc, &post);
+		if (post) {
+			json_object_set_new(post, "uses", json_string(uses));
+			json_object_set_new(post, "step", json_integer((json_int_t)idx));
+			json_array_append_new(r->posts, post);
+		}
+	} else if (uses_is(uses, "actions/cache/restore")) {
+		rc = agent_cache_restore(&sc, NULL);
+	} else if (uses_is(uses, "actions/cache/save")) {
+		rc = agent_cache_save(&sc);
+	} else if (uses_is(uses, "actions/upload-artifact")) {
+		rc = agent_artifact_upload(&sc);
+	} else {
+		rc = agent_artifact_download(&sc);
+	}
+	if (rc < 0) {
+		sys_line(r, "Error: %s", kiln_errmsg());
+		step_fail(res);
+	}
+}
+
+/* The post steps the job's actions left, last first: actions/cache saves its cache, if the job
+   has succeeded so far (its post-if is success()). Their lines belong to the job. */
+static void run_posts(job_run *r)
+{
+	for (size_t i = json_array_size(r->posts); i-- > 0;) {
+		json_t *p = json_array_get(r->posts, i);
+		const char *uses = json_string_value(json_object_get(p, "uses"));
+		if (r->status != KILN_EXPR_STATUS_SUCCESS) {
+			sys_line(r, "Post %s: skipped (the job did not succeed)", uses);
+			continue;
+		}
+		sys_line(r, "Post Run %s", uses);
+		json_t *outs = json_object();
+		agent_store_ctx sc = {.j = r->j, .ws = r->ws, .home = env_get(&r->base, "HOME"),
+				      .with = p, .outputs = outs, .log = job_log_line, .log_arg = r};
+		agent_cache_save(&sc);
+		json_decref(outs);
+	}
+}
+
 /* Runs a `uses:` step: a built-in action, or an action's files from the workspace or the action
    source. */
 static void run_action(job_run *r, const frame *fr, size_t idx, const Kiln__StepSpec *st,
@@ -1121,6 +1175,12 @@ static void run_action(job_run *r, const frame *fr, size_t idx, const Kiln__Step
 			sys_line(r, "Error: %s", kiln_errmsg());
 			step_fail(res);
 		}
+		return;
+	}
+	if (uses_is(uses, "actions/cache") || uses_is(uses, "actions/cache/restore") ||
+	    uses_is(uses, "actions/cache/save") || uses_is(uses, "actions/upload-artifact") ||
+	    uses_is(uses, "actions/download-artifact")) {
+		run_store_action(r, idx, uses, with, res);
 		return;
 	}
 	const char *known = agent_action_unsupported(uses);
@@ -1321,7 +1381,7 @@ void agent_job_run(agent_job *j)
 						  : INT64_MAX;
 	agent_job_update(j, -1, KILN__JOB_STATE__JOB_STATE_RUNNING, 0, started, 0, 0, NULL, false);
 
-	job_run r = {.j = j, .s = s, .step = -1};
+	job_run r = {.j = j, .s = s, .step = -1, .posts = json_array()};
 	_cleanup_free_ char *root = agent_slot_dir(a, j->slot);
 	r.ws = kiln_asprintf("%s/workspace", root);
 	r.tmp = kiln_asprintf("%s/temp", root);
@@ -1424,6 +1484,7 @@ void agent_job_run(agent_job *j)
 	if (agent_cancel_fired(j->cancel) && job_concl == KILN__CONCLUSION__CONCLUSION_SUCCESS)
 		job_concl = KILN__CONCLUSION__CONCLUSION_CANCELLED;
 	set_job_status(&r);
+	run_posts(&r);
 
 	Kiln__JobUpdate u = KILN__JOB_UPDATE__INIT;
 	u.step_index = -1;
@@ -1459,6 +1520,7 @@ void agent_job_run(agent_job *j)
 	kiln_strv_free(&r.base);
 	kiln_strv_free(&r.path);
 	json_decref(r.job_env);
+	json_decref(r.posts);
 	json_decref(r.ctx);
 	free(r.ws);
 	free(r.tmp);

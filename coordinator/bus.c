@@ -44,8 +44,8 @@ static void ctx_cb(void *arg);
 static void on_core(coord *c, void *arg)
 {
 	bus_event *ev = arg;
-	sched_request(c, ev->ctx, ev->req);
-	kiln__request__free_unpacked(ev->req, NULL);
+	if (!sched_request(c, ev->ctx, ev->req))
+		kiln__request__free_unpacked(ev->req, NULL);
 	free(ev);
 }
 

@@ -21,6 +21,11 @@ typedef struct coord_config {
 	size_t max_message;       /* largest bus message accepted (default 4 MiB) */
 	size_t max_body;          /* largest HTTP body accepted (default 25 MiB) */
 	size_t max_log_bytes;     /* per job attempt (default 64 MiB) */
+	const char *cas_dir;      /* the blob store (ROOT/cas/…); NULL = data_dir */
+	const char *default_branch; /* caches of this branch are read by every run (default main) */
+	uint64_t cache_quota;     /* bytes of cache entries per repository (default 10 GiB) */
+	int64_t cache_max_idle_ms; /* an entry unused this long goes (default 7 days) */
+	int artifact_retention_days; /* when a job asks for none (default 90) */
 } coord_config;
 
 #define COORD_CONFIG_INIT {.poll_timeout_ms = 25000, .lost_after_ms = 15000, .retries = 1}

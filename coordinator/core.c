@@ -108,6 +108,18 @@ int coord_start(const coord_config *cfg, coord **out)
 		c->cfg.max_body = 25u << 20;
 	if (!c->cfg.max_log_bytes)
 		c->cfg.max_log_bytes = 64u << 20;
+	if (!c->cfg.cache_quota)
+		c->cfg.cache_quota = 10ull << 30;
+	if (c->cfg.cache_max_idle_ms <= 0)
+		c->cfg.cache_max_idle_ms = 7ll * 24 * 3600 * 1000;
+	if (c->cfg.artifact_retention_days <= 0)
+		c->cfg.artifact_retention_days = 90;
+	c->cas_dir = kiln_strdup(cfg->cas_dir && *cfg->cas_dir ? cfg->cas_dir : cfg->data_dir);
+	c->cfg.cas_dir = c->cas_dir;
+	c->default_branch = kiln_strdup(cfg->default_branch && *cfg->default_branch
+						? cfg->default_branch
+						: "main");
+	c->cfg.default_branch = c->default_branch;
 	c->data_dir = kiln_strdup(cfg->data_dir);
 	c->cfg.data_dir = c->data_dir;
 	c->cfg.listen = c->cfg.http = NULL;
@@ -123,6 +135,9 @@ int coord_start(const coord_config *cfg, coord **out)
 	if (r < 0)
 		goto fail;
 	sched_load(c);
+	r = blobs_start(c);
+	if (r < 0)
+		goto fail;
 	/* the listeners come up before the core thread, which is then the only user of state */
 	c->bus_url = kiln_strdup(cfg->listen);
 	r = bus_start(c);
@@ -177,6 +192,7 @@ void coord_free(coord *c)
 	}
 	http_stop(c);
 	bus_close(c);
+	blobs_stop(c); /* what it finishes may still post to the core thread */
 	if (c->core_running) {
 		core_post(c, stop_on_core, NULL);
 		pthread_mutex_lock(&c->mu);
@@ -186,6 +202,7 @@ void coord_free(coord *c)
 		pthread_join(c->core_thread, NULL);
 	}
 	bus_free(c);
+	blobs_free(c);
 	while (c->logs) {
 		open_log *l = c->logs;
 		c->logs = l->next;
@@ -207,6 +224,8 @@ void coord_free(coord *c)
 	pthread_cond_destroy(&c->cv);
 	pthread_cond_destroy(&c->idle_cv);
 	free(c->data_dir);
+	free(c->cas_dir);
+	free(c->default_branch);
 	free(c->bus_url);
 	free(c->http_url);
 	free(c);

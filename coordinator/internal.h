@@ -28,6 +28,8 @@ typedef struct bus_ctx bus_ctx;
 typedef struct http_srv http_srv;
 typedef struct logfile logfile;
 typedef struct runlog runlog;
+typedef struct blobs blobs;
+struct kiln_cas;
 
 /* An agent the coordinator knows, in memory (core). */
 typedef struct coord_agent {
@@ -65,7 +67,7 @@ typedef struct open_log {
 
 struct coord {
 	coord_config cfg;
-	char *data_dir;
+	char *data_dir, *cas_dir, *default_branch;
 	char *bus_url, *http_url;
 
 	/* the event queue */
@@ -89,6 +91,7 @@ struct coord {
 
 	bus *bus;
 	http_srv *http;
+	blobs *blobs;
 
 	/* checkpoints the WAL on its own connection, so fsyncs never stall the core thread */
 	pthread_t ckpt_thread;
@@ -134,9 +137,27 @@ void bus_reply(bus_ctx *ctx, const Kiln__Response *resp);
 /* The nng pipe a request arrived on. */
 uint32_t bus_ctx_pipe(const bus_ctx *ctx);
 
+/* blobs.c — the content-addressed store and the requests that move blobs (a worker thread) */
+int blobs_start(coord *c);
+/* Lets the worker finish what is queued and end (new requests are refused). */
+void blobs_stop(coord *c);
+void blobs_free(coord *c);
+/* The coordinator's store (thread-safe). */
+struct kiln_cas *blobs_cas(coord *c);
+/* For a commit, once its manifest and blobs are checked (core); must answer ctx. */
+typedef void (*blobs_done_fn)(coord *c, bus_ctx *ctx, Kiln__Request *req, void *arg);
+/* Hands a blob request (owned from now on) to the worker, which answers ctx; a cache or
+   artifact commit is checked there and then finished by done on the core thread. */
+void blobs_request(coord *c, bus_ctx *ctx, Kiln__Request *req, blobs_done_fn done, void *arg);
+
+/* caches.c — actions/cache entries and artifacts (core) */
+/* Answers a blob, cache or artifact request; true when req was handed on (no longer ours). */
+bool caches_request(coord *c, bus_ctx *ctx, Kiln__Request *req);
+
 /* sched.c — agents, polls, dispatch, job and run state (core) */
 void sched_load(coord *c);
-void sched_request(coord *c, bus_ctx *ctx, Kiln__Request *req);
+/* Answers an agent's request; true when req was handed on (no longer the caller's). */
+bool sched_request(coord *c, bus_ctx *ctx, Kiln__Request *req);
 void sched_pipe_gone(coord *c, uint32_t pipe);
 void sched_tick(coord *c, int64_t now_ms);
 void sched_kick(coord *c);

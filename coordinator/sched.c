@@ -805,30 +805,30 @@ static void handle_log_append(coord *c, bus_ctx *ctx, Kiln__LogAppend *la)
 		api_notify_run(c, run_id);
 }
 
-void sched_request(coord *c, bus_ctx *ctx, Kiln__Request *req)
+bool sched_request(coord *c, bus_ctx *ctx, Kiln__Request *req)
 {
 	if (req->body_case == KILN__REQUEST__BODY_REGISTER) {
 		handle_register(c, ctx, req->register_);
-		return;
+		return false;
 	}
 	coord_agent *a = agent_by_session(c, req->session);
 	if (!a) {
 		reply_status(ctx, KILN__STATUS__STATUS_UNAUTHORIZED, "unknown session: register");
-		return;
+		return false;
 	}
 	a->last_seen_ms = kiln_now_ms();
 	switch (req->body_case) {
 	case KILN__REQUEST__BODY_POLL:
 		handle_poll(c, a, ctx, req->poll);
-		break;
+		return false;
 	case KILN__REQUEST__BODY_JOB_UPDATE:
 		handle_job_update(c, ctx, req->job_update);
-		break;
+		return false;
 	case KILN__REQUEST__BODY_LOG_APPEND:
 		handle_log_append(c, ctx, req->log_append);
-		break;
+		return false;
 	default:
-		reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "unknown request");
+		return caches_request(c, ctx, req);
 	}
 }
 

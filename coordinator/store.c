@@ -58,7 +58,20 @@ static const char schema[] =
 	" id TEXT PRIMARY KEY, name TEXT NOT NULL, labels TEXT NOT NULL, capacity INTEGER NOT NULL,"
 	" session_digest TEXT NOT NULL, version TEXT NOT NULL DEFAULT '',"
 	" created_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL);"
-	"INSERT OR IGNORE INTO meta(key, value) VALUES('schema', '2');";
+	/* actions/cache entries: immutable, read by scope (a ref) and key prefix */
+	"CREATE TABLE IF NOT EXISTS caches("
+	" id INTEGER PRIMARY KEY, repo TEXT NOT NULL, scope TEXT NOT NULL, key TEXT NOT NULL,"
+	" version TEXT NOT NULL, manifest TEXT NOT NULL, size INTEGER NOT NULL,"
+	" created_ms INTEGER NOT NULL, used_ms INTEGER NOT NULL,"
+	" UNIQUE(repo, scope, version, key));"
+	"CREATE INDEX IF NOT EXISTS caches_used ON caches(repo, used_ms);"
+	"CREATE TABLE IF NOT EXISTS artifacts("
+	" id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id),"
+	" job_id INTEGER NOT NULL, name TEXT NOT NULL, manifest TEXT NOT NULL,"
+	" size INTEGER NOT NULL, files INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
+	" expires_ms INTEGER NOT NULL, UNIQUE(run_id, name));"
+	"INSERT OR IGNORE INTO meta(key, value) VALUES('schema', '3');"
+	"UPDATE meta SET value = '3' WHERE key = 'schema' AND value < '3';";
 
 /* Every second, a passive checkpoint on a second connection: it copies the WAL back into the
    database (with its fsyncs) without blocking the core thread's writers. */

@@ -340,11 +340,9 @@ def test_failures():
         'docker actions are not supported yet: ./actions/onlydockerfile'), r.stdout
     assert errors('deep') == [
         'composite actions are nested more than 10 deep (at ./actions/recurse)'], r.stdout
-    assert errors('cache') == [
-        'actions/cache is not supported by kiln yet: actions/cache@v4'], r.stdout
-    assert errors('upload') == [
-        'actions/upload-artifact is not supported by kiln yet: actions/upload-artifact@v4'], \
-        r.stdout
+    # built in, with GitHub's messages for a missing input
+    assert errors('cache') == ['Input required and not supplied: key'], r.stdout
+    assert errors('upload') == ['Input required and not supplied: path'], r.stdout
     assert errors('nonode') == [
         "'node' was not found in PATH; it is needed to run ./actions/node "
         "(runs.using: node20)"], r.stdout

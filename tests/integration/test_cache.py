@@ -1,0 +1,218 @@
+"""
+actions/cache and the artifact actions against a real coordinator and real
+agents: a miss saves, a second run on the same agent restores from the
+agent's own store (nothing fetched), a fresh agent fetches from the
+coordinator, an unchanged re-save sends nothing, restore-keys match by prefix,
+keys are immutable, and artifacts go from one job to the next.
+"""
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.join(os.environ['KILN_SRC'], 'tests', 'harness'))
+import kiln  # noqa: E402
+
+WF = '''\
+name: ci
+on: push
+jobs:
+  build:
+    runs-on: linux
+    steps:
+      - uses: actions/checkout@v4
+      - id: c
+        uses: actions/cache@v4
+        with:
+          path: |
+            deps
+            !deps/skip.tmp
+          key: deps-${{ hashFiles('lock.txt') }}
+          restore-keys: |
+            deps-
+      - run: echo "hit=${{ steps.c.outputs.cache-hit }}"
+      - if: steps.c.outputs.cache-hit != 'true' && hashFiles('deps/big.bin') == ''
+        run: |
+          mkdir -p deps/sub
+          head -c 300000 /dev/urandom > deps/big.bin
+          echo small > deps/small.txt
+          printf '#!/bin/sh\\necho tool ran\\n' > deps/sub/tool && chmod 755 deps/sub/tool
+          ln -s small.txt deps/link
+          echo skip > deps/skip.tmp
+      - run: |
+          deps/sub/tool
+          cat deps/link
+          sha256sum deps/big.bin
+          test ! -e deps/skip.tmp || echo "skip.tmp present"
+      - uses: actions/upload-artifact@v4
+        with:
+          name: out
+          path: deps/
+  use:
+    needs: build
+    runs-on: linux
+    steps:
+      - uses: actions/download-artifact@v4
+        with:
+          name: out
+          path: got
+      - run: |
+          cat got/small.txt
+          got/sub/tool
+          sha256sum got/big.bin
+      - uses: actions/upload-artifact@v4
+        with:
+          name: out
+          path: got/small.txt
+      - if: always()
+        run: echo "after the refused upload"
+'''
+
+HALVES = '''\
+name: halves
+on: push
+jobs:
+  save:
+    runs-on: linux
+    steps:
+      - run: mkdir -p out && echo "one" > out/a.txt
+      - uses: actions/cache/save@v4
+        with:
+          path: out
+          key: fixed-key
+      - id: look
+        uses: actions/cache/restore@v4
+        with:
+          path: out
+          key: fixed
+          lookup-only: true
+      - run: echo "look=${{ steps.look.outputs.cache-hit }} ${{ steps.look.outputs.cache-matched-key }}"
+      - id: miss
+        uses: actions/cache/restore@v4
+        with:
+          path: out
+          key: nothing-like-it
+          fail-on-cache-miss: true
+      - if: always()
+        run: echo "miss=${{ steps.miss.outcome }}"
+'''
+
+R = kiln.Runner()
+
+
+def log_texts(coord, run):
+    return {j['key']: [l['text'] for l in coord.job_log(j['id'])] for j in run['jobs']}
+
+
+def one(lines, pattern):
+    found = [l for l in lines if re.search(pattern, l)]
+    assert len(found) == 1, (pattern, lines)
+    return found[0]
+
+
+def big_digest(lines):
+    return one(lines, r'^[0-9a-f]{64}  deps/big\.bin$').split()[0]
+
+
+def test_cache_and_artifacts():
+    repo, _ = kiln.make_repo({'.github/workflows/ci.yml': WF, 'lock.txt': 'v1\n'})
+    coord = kiln.Coordinator().start()
+    a1 = kiln.Agent(coord.bus, name='warm').start()
+    R.watch(coord, a1)
+    try:
+        coord.wait_agents(1)
+        # 1: a miss; the job makes deps, the post step saves them; the artifact goes across
+        run = coord.wait_run_done(coord.submit(repo)['runs'][0]['id'])
+        logs = log_texts(coord, run)
+        jobs = {j['key']: j for j in run['jobs']}
+        assert jobs['build']['conclusion'] == 'success', (run, logs)
+        b = logs['build']
+        one(b, r'^Cache not found for input keys: deps-[0-9a-f]{64}, deps-$')
+        one(b, r'^hit=false$')
+        one(b, r'^Post Run actions/cache@v4$')
+        saved = one(b, r'^Cache saved with key: deps-[0-9a-f]{64} \(3 files, ')
+        assert 'skip.tmp present' in b, b  # in the workspace, just not in the cache
+        digest = big_digest(b)
+        one(b, r'^Artifact out uploaded: 4 files')
+        # the second job got the artifact, and its own upload of the same name is refused
+        assert jobs['use']['conclusion'] == 'failure', (run, logs)
+        u = logs['use']
+        one(u, r'^Artifact out downloaded to .*/got: 4 files')
+        assert 'small' in u and 'tool ran' in u, u
+        assert '%s  got/big.bin' % digest in u, u
+        one(u, r'^Error: Failed to upload the artifact out: an artifact with this name exists')
+        assert 'after the refused upload' in u, u
+
+        # 2: the same key on the same agent: restored from its own store, nothing fetched
+        run = coord.wait_run_done(coord.submit(repo)['runs'][0]['id'])
+        b = log_texts(coord, run)['build']
+        one(b, r'^hit=true$')
+        one(b, r'^Cache restored from key: deps-[0-9a-f]{64} \(.*; 0 blobs, 0 B fetched')
+        assert big_digest(b) == digest
+        assert not any(l.startswith('Post Run') for l in b), b  # an exact hit saves nothing
+        assert 'skip.tmp present' not in b, b
+
+        # 3: a fresh agent fetches the blobs from the coordinator
+        a1.stop()
+        a2 = kiln.Agent(coord.bus, name='cold').start()
+        R.watch(a2)
+        kiln.wait_for(lambda: [a for a in coord.agents()
+                               if a['name'] == 'cold' and a['state'] == 'online'], 30,
+                      'the cold agent')
+        run = coord.wait_run_done(coord.submit(repo)['runs'][0]['id'])
+        b = log_texts(coord, run)['build']
+        restored = one(b, r'^Cache restored from key: ')
+        m = re.search(r'; (\d+) blobs, ', restored)
+        assert m and int(m.group(1)) >= 4, restored
+        assert big_digest(b) == digest
+
+        # 4: a new key: restore-keys finds the old entry; the save that follows sends nothing
+        kiln.commit(repo, files={'lock.txt': 'v2\n'})
+        run = coord.wait_run_done(coord.submit(repo)['runs'][0]['id'])
+        b = log_texts(coord, run)['build']
+        one(b, r'^hit=false$')
+        one(b, r'^Cache restored from key: deps-')
+        resaved = one(b, r'^Cache saved with key: deps-')
+        # no file is sent again; only the manifest (deps/ is whole now: no exclusion needed)
+        assert re.search(r'; [01] blobs, \d+ B sent', resaved), resaved
+        assert resaved.split(' (')[0] != saved.split(' (')[0]
+        assert big_digest(b) == digest
+
+        # 5: and a re-save of exactly what was restored sends nothing at all
+        kiln.commit(repo, files={'lock.txt': 'v3\n'})
+        run = coord.wait_run_done(coord.submit(repo)['runs'][0]['id'])
+        b = log_texts(coord, run)['build']
+        resaved = one(b, r'^Cache saved with key: deps-')
+        assert '0 blobs, 0 B sent' in resaved, resaved
+        a2.stop()
+    finally:
+        coord.stop()
+
+
+def test_cache_halves():
+    repo, _ = kiln.make_repo({'.github/workflows/halves.yml': HALVES})
+    coord = kiln.Coordinator().start()
+    agent = kiln.Agent(coord.bus).start()
+    R.watch(coord, agent)
+    try:
+        coord.wait_agents(1)
+        run = coord.wait_run_done(coord.submit(repo)['runs'][0]['id'])
+        s = log_texts(coord, run)['save']
+        one(s, r'^Cache saved with key: fixed-key \(1 files')
+        one(s, r'^Cache found and can be restored from key: fixed-key')
+        one(s, r'^look=false fixed-key$')  # a prefix match is not a hit
+        one(s, r'^Error: Failed to restore cache entry\. Exiting as fail-on-cache-miss is set')
+        one(s, r'^miss=failure$')
+        # keys are immutable: the second save is refused with a warning, the step succeeds
+        run = coord.wait_run_done(coord.submit(repo)['runs'][0]['id'])
+        s = log_texts(coord, run)['save']
+        one(s, r'^Warning: Failed to save: Unable to reserve cache with key fixed-key')
+        steps = [j for j in run['jobs'] if j['key'] == 'save'][0]['steps']
+        assert steps[1]['conclusion'] == 'success', steps
+    finally:
+        agent.stop()
+        coord.stop()
+
+
+R.run(test_cache_and_artifacts)
+R.run(test_cache_halves)
+R.finish()
