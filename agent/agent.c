@@ -838,9 +838,11 @@ int agent_start(const agent_config *cfg, agent **out)
 	int r = kiln_clear_dir(spool, 0750);
 	if (r < 0)
 		goto fail;
-	_cleanup_free_ char *cas = kiln_asprintf("%s/cas", a->work_dir);
-	if ((r = kiln_mkdir_p(cas, 0750)) < 0 || (r = kiln_cas_open(a->work_dir, NULL, &a->cas)) < 0)
+	const char *cas_root = cfg->cas_dir && *cfg->cas_dir ? cfg->cas_dir : a->work_dir;
+	_cleanup_free_ char *cas = kiln_asprintf("%s/cas", cas_root);
+	if ((r = kiln_mkdir_p(cas, 0750)) < 0 || (r = kiln_cas_open(cas_root, NULL, &a->cas)) < 0)
 		goto fail;
+	a->cfg.cas_dir = NULL;
 	if (!a->cfg.cas_max_bytes)
 		a->cfg.cas_max_bytes = 10ull << 30;
 	a->nslots = a->cfg.capacity;

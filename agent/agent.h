@@ -22,8 +22,9 @@ typedef struct agent_config {
 	const char *action_source; /* where remote actions come from: a URL or path template with
 	                              {owner} and {repo}; NULL = $KILN_ACTION_SOURCE, else
 	                              https://github.com/{owner}/{repo} */
-	uint64_t cas_max_bytes;  /* the agent's blob store (work/cas) is kept under this, least
-	                            recently used first (default 10 GiB) */
+	uint64_t cas_max_bytes;  /* the agent's blob store is kept under this, least recently
+	                            used first (default 10 GiB) */
+	const char *cas_dir;     /* where its store is (DIR/cas/…); NULL = work_dir */
 } agent_config;
 
 /* Starts the agent's threads; it registers and polls in the background. */

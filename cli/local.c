@@ -127,6 +127,22 @@ static void local_stop(local *l)
 	free(l->tmp);
 }
 
+
+/* $XDG_CACHE_HOME/kiln, else ~/.cache/kiln, made if missing; NULL (no cache kept) if neither
+   can be had. */
+static char *local_cache_dir(void)
+{
+	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	char *dir = xdg && xdg[0] == '/' ? kiln_asprintf("%s/kiln", xdg)
+		    : home && *home	   ? kiln_asprintf("%s/.cache/kiln", home)
+					   : NULL;
+	if (dir && kiln_mkdir_p(dir, 0700) < 0) {
+		free(dir);
+		dir = NULL;
+	}
+	return dir;
+}
+
 int cli_local_run(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -185,9 +201,14 @@ int cli_local_run(int argc, char **argv)
 	}
 	_cleanup_free_ char *data = kiln_asprintf("%s/coordinator", l.tmp);
 	_cleanup_free_ char *work = kiln_asprintf("%s/agent", l.tmp);
+	/* blobs and cache entries outlive the run, so the next one restores from them */
+	_cleanup_free_ char *cache = local_cache_dir();
+	_cleanup_free_ char *cache_db = cache ? kiln_asprintf("%s/caches.db", cache) : NULL;
 	coord_config cc = COORD_CONFIG_INIT;
 	cc.listen = url;
 	cc.data_dir = data;
+	cc.cas_dir = cache;
+	cc.cache_db = cache_db;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	agent_config ac = {
 		.coordinator = url,
@@ -195,6 +216,7 @@ int cli_local_run(int argc, char **argv)
 		.labels = "*",
 		.capacity = ncpu > 2 ? (uint32_t)ncpu : 2,
 		.work_dir = work,
+		.cas_dir = cache,
 	};
 	if (coord_start(&cc, &l.c) < 0 || agent_start(&ac, &l.a) < 0 ||
 	    kiln_client_local(l.c, &l.cl) < 0) {

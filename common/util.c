@@ -401,6 +401,8 @@ int kiln_parse_duration_ms(const char *s, int64_t *out)
 		mul = 60000;
 	else if (strcmp(end, "h") == 0)
 		mul = 3600000;
+	else if (strcmp(end, "d") == 0)
+		mul = 86400000;
 	else if (*end && strcmp(end, "s") != 0)
 		return kiln_err(EINVAL, "bad duration '%s'", s);
 	if (v * mul > 9e15)

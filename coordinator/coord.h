@@ -22,6 +22,8 @@ typedef struct coord_config {
 	size_t max_body;          /* largest HTTP body accepted (default 25 MiB) */
 	size_t max_log_bytes;     /* per job attempt (default 64 MiB) */
 	const char *cas_dir;      /* the blob store (ROOT/cas/…); NULL = data_dir */
+	const char *cache_db;     /* cache entries in a database of their own (kiln run keeps
+	                             them across runs); NULL = in the store */
 	const char *default_branch; /* caches of this branch are read by every run (default main) */
 	uint64_t cache_quota;     /* bytes of cache entries per repository (default 10 GiB) */
 	int64_t cache_max_idle_ms; /* an entry unused this long goes (default 7 days) */

@@ -116,6 +116,8 @@ int coord_start(const coord_config *cfg, coord **out)
 		c->cfg.artifact_retention_days = 90;
 	c->cas_dir = kiln_strdup(cfg->cas_dir && *cfg->cas_dir ? cfg->cas_dir : cfg->data_dir);
 	c->cfg.cas_dir = c->cas_dir;
+	c->cache_db = cfg->cache_db ? kiln_strdup(cfg->cache_db) : NULL;
+	c->cfg.cache_db = c->cache_db;
 	c->default_branch = kiln_strdup(cfg->default_branch && *cfg->default_branch
 						? cfg->default_branch
 						: "main");
@@ -225,6 +227,7 @@ void coord_free(coord *c)
 	pthread_cond_destroy(&c->idle_cv);
 	free(c->data_dir);
 	free(c->cas_dir);
+	free(c->cache_db);
 	free(c->default_branch);
 	free(c->bus_url);
 	free(c->http_url);

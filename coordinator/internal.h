@@ -67,7 +67,7 @@ typedef struct open_log {
 
 struct coord {
 	coord_config cfg;
-	char *data_dir, *cas_dir, *default_branch;
+	char *data_dir, *cas_dir, *cache_db, *default_branch;
 	char *bus_url, *http_url;
 
 	/* the event queue */

@@ -39,12 +39,15 @@ static void usage(FILE *f)
 typedef struct settings {
 	char *listen, *http, *data;
 	char *poll_timeout, *lost_after, *retries, *max_message, *max_log;
+	char *cas_dir, *default_branch, *cache_quota, *cache_max_idle, *retention;
 } settings;
 
 static void settings_free(settings *s)
 {
-	char **all[] = {&s->listen,  &s->http,	  &s->data,	   &s->poll_timeout,
-			&s->lost_after, &s->retries, &s->max_message, &s->max_log};
+	char **all[] = {&s->listen,	    &s->http,	      &s->data,	       &s->poll_timeout,
+			&s->lost_after,	    &s->retries,      &s->max_message, &s->max_log,
+			&s->cas_dir,	    &s->default_branch, &s->cache_quota, &s->cache_max_idle,
+			&s->retention};
 	for (size_t i = 0; i < KILN_ARRAY_SIZE(all); i++) {
 		free(*all[i]);
 		*all[i] = NULL;
@@ -73,9 +76,11 @@ static int load_config(const char *path, settings *s)
 		kiln_ynode_free(root);
 		return kiln_err(EINVAL, "%s: expected a mapping of settings", path);
 	}
-	static const char *const known[] = {"listen",	  "http",	      "data",
-					    "poll_timeout", "agent_lost_after", "retries",
-					    "max_message",  "max_log_bytes"};
+	static const char *const known[] = {
+	    "listen",	       "http",		  "data",	  "poll_timeout",
+	    "agent_lost_after", "retries",	  "max_message",  "max_log_bytes",
+	    "cas_dir",	       "default_branch", "cache_quota",  "cache_max_idle",
+	    "artifact_retention_days"};
 	for (size_t i = 0; i < root->npairs; i++) {
 		const kiln_ynode *k = root->pairs[i].key;
 		bool ok = false;
@@ -96,6 +101,11 @@ static int load_config(const char *path, settings *s)
 	set_from(&s->retries, root, "retries");
 	set_from(&s->max_message, root, "max_message");
 	set_from(&s->max_log, root, "max_log_bytes");
+	set_from(&s->cas_dir, root, "cas_dir");
+	set_from(&s->default_branch, root, "default_branch");
+	set_from(&s->cache_quota, root, "cache_quota");
+	set_from(&s->cache_max_idle, root, "cache_max_idle");
+	set_from(&s->retention, root, "artifact_retention_days");
 	kiln_ynode_free(root);
 	return 0;
 }
@@ -181,6 +191,23 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		cfg.max_log_bytes = size;
+	}
+	cfg.cas_dir = s.cas_dir;
+	cfg.default_branch = s.default_branch;
+	if ((s.cache_quota && kiln_parse_size(s.cache_quota, &cfg.cache_quota) < 0) ||
+	    (s.cache_max_idle && kiln_parse_duration_ms(s.cache_max_idle, &cfg.cache_max_idle_ms) < 0)) {
+		fprintf(stderr, "kiln-coordinator: %s\n", kiln_errmsg());
+		return 2;
+	}
+	if (s.retention) {
+		char *end;
+		long n = strtol(s.retention, &end, 10);
+		if (*end || n < 1 || n > 3650) {
+			fprintf(stderr, "kiln-coordinator: bad artifact_retention_days '%s'\n",
+				s.retention);
+			return 2;
+		}
+		cfg.artifact_retention_days = (int)n;
 	}
 	if (s.retries) {
 		char *end;

@@ -58,13 +58,6 @@ static const char schema[] =
 	" id TEXT PRIMARY KEY, name TEXT NOT NULL, labels TEXT NOT NULL, capacity INTEGER NOT NULL,"
 	" session_digest TEXT NOT NULL, version TEXT NOT NULL DEFAULT '',"
 	" created_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL);"
-	/* actions/cache entries: immutable, read by scope (a ref) and key prefix */
-	"CREATE TABLE IF NOT EXISTS caches("
-	" id INTEGER PRIMARY KEY, repo TEXT NOT NULL, scope TEXT NOT NULL, key TEXT NOT NULL,"
-	" version TEXT NOT NULL, manifest TEXT NOT NULL, size INTEGER NOT NULL,"
-	" created_ms INTEGER NOT NULL, used_ms INTEGER NOT NULL,"
-	" UNIQUE(repo, scope, version, key));"
-	"CREATE INDEX IF NOT EXISTS caches_used ON caches(repo, used_ms);"
 	"CREATE TABLE IF NOT EXISTS artifacts("
 	" id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id),"
 	" job_id INTEGER NOT NULL, name TEXT NOT NULL, manifest TEXT NOT NULL,"
@@ -72,6 +65,20 @@ static const char schema[] =
 	" expires_ms INTEGER NOT NULL, UNIQUE(run_id, name));"
 	"INSERT OR IGNORE INTO meta(key, value) VALUES('schema', '3');"
 	"UPDATE meta SET value = '3' WHERE key = 'schema' AND value < '3';";
+
+/* actions/cache entries: immutable, read by scope (a ref) and key prefix. In `db` (main, or a
+   database of their own that outlives the store, for `kiln run`). */
+static char *caches_schema(const char *db)
+{
+	return kiln_asprintf(
+		"CREATE TABLE IF NOT EXISTS %1$s.caches("
+		" id INTEGER PRIMARY KEY, repo TEXT NOT NULL, scope TEXT NOT NULL, key TEXT NOT NULL,"
+		" version TEXT NOT NULL, manifest TEXT NOT NULL, size INTEGER NOT NULL,"
+		" created_ms INTEGER NOT NULL, used_ms INTEGER NOT NULL,"
+		" UNIQUE(repo, scope, version, key));"
+		"CREATE INDEX IF NOT EXISTS %1$s.caches_used ON caches(repo, used_ms);",
+		db);
+}
 
 /* Every second, a passive checkpoint on a second connection: it copies the WAL back into the
    database (with its fsyncs) without blocking the core thread's writers. */
@@ -119,6 +126,21 @@ int store_open(coord *c)
 			 NULL, NULL, &err);
 	if (r == SQLITE_OK)
 		r = sqlite3_exec(c->db, schema, NULL, NULL, &err);
+	if (r == SQLITE_OK && c->cfg.cache_db) {
+		sqlite3_stmt *st = NULL;
+		r = sqlite3_prepare_v2(c->db, "ATTACH DATABASE ? AS cachedb", -1, &st, NULL);
+		if (r == SQLITE_OK) {
+			sqlite3_bind_text(st, 1, c->cfg.cache_db, -1, SQLITE_TRANSIENT);
+			r = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+		}
+		sqlite3_finalize(st);
+		if (r == SQLITE_OK)
+			r = sqlite3_exec(c->db, "PRAGMA cachedb.journal_mode=WAL;", NULL, NULL, &err);
+	}
+	if (r == SQLITE_OK) {
+		_cleanup_free_ char *cs = caches_schema(c->cfg.cache_db ? "cachedb" : "main");
+		r = sqlite3_exec(c->db, cs, NULL, NULL, &err);
+	}
 	if (r != SQLITE_OK) {
 		int e = kiln_err(EIO, "%s: %s", path, err ? err : sqlite3_errmsg(c->db));
 		sqlite3_free(err);

@@ -14,7 +14,7 @@ import kiln  # noqa: E402
 R = kiln.Runner()
 
 
-def local(repo, *args, cwd=None, expect=None, timeout=15):
+def local(repo, *args, cwd=None, expect=None, timeout=15, cache=None):
     """`kiln run` with its own TMPDIR, which must be empty again afterwards. The runs
     here take well under a second; a `kiln run` that has not exited after `timeout`
     seconds is SIGKILLed and reported. (Known kiln bug, see test_error_exit_is_reliable:
@@ -22,7 +22,10 @@ def local(repo, *args, cwd=None, expect=None, timeout=15):
     or never exits; the tests expecting exit 2 then fail, rightly.)"""
     tmp = kiln.tempdir('kiln-tmp-')
     argv = ['run'] + ([repo] if repo else []) + list(args)
-    r = kiln.run_cli(*argv, cwd=cwd, env={'TMPDIR': tmp}, timeout=timeout)
+    # its store and cache entries go to $XDG_CACHE_HOME/kiln: never the real home's
+    cache = cache or kiln.tempdir('kiln-xdg-')
+    r = kiln.run_cli(*argv, cwd=cwd, env={'TMPDIR': tmp, 'XDG_CACHE_HOME': cache},
+                     timeout=timeout)
     if expect is not None:
         assert r.returncode == expect, 'expected exit %d, got:\n%s' % (expect, kiln.describe(r))
     left = os.listdir(tmp)
@@ -393,8 +396,48 @@ def test_error_exit_is_reliable():
     print('%d runs, all exit 2' % n)
 
 
+CACHED = '''\
+name: cached
+on: push
+jobs:
+  deps:
+    runs-on: linux
+    steps:
+      - uses: actions/checkout@v4
+      - id: c
+        uses: actions/cache@v4
+        with:
+          path: vendor
+          key: vendor-${{ hashFiles('lock.txt') }}
+      - run: echo "hit=${{ steps.c.outputs.cache-hit }}"
+      - if: steps.c.outputs.cache-hit != 'true'
+        run: mkdir -p vendor && echo "fetched once" > vendor/lib.txt
+      - run: cat vendor/lib.txt
+'''
+
+
+def test_local_cache():
+    """A second `kiln run` restores what the first saved, from $XDG_CACHE_HOME/kiln."""
+    cache = kiln.tempdir('kiln-xdg-')
+    repo, _ = kiln.make_repo({'.github/workflows/cached.yml': CACHED, 'lock.txt': 'v1\n'})
+    r = local(repo, expect=0, cache=cache)
+    out = log_lines(r.stdout, 'deps')
+    assert 'hit=false' in out and 'fetched once' in out, kiln.describe(r)
+    assert any(re.match(r'==> Cache saved with key: vendor-[0-9a-f]{64} ', l) for l in out), \
+        kiln.describe(r)
+    assert os.path.isdir(os.path.join(cache, 'kiln', 'cas')), os.listdir(cache)
+    r = local(repo, expect=0, cache=cache)
+    out = log_lines(r.stdout, 'deps')
+    assert 'hit=true' in out and 'fetched once' in out, kiln.describe(r)
+    assert any(l.startswith('==> Cache restored from key: vendor-') and '0 B fetched' in l
+               for l in out), kiln.describe(r)
+    # a run elsewhere (another cache home) starts cold
+    r = local(repo, expect=0)
+    assert 'hit=false' in log_lines(r.stdout, 'deps'), kiln.describe(r)
+
+
 def main():
-    for t in (test_success, test_failure, test_worktree_as_is, test_workflow_selection,
+    for t in (test_success, test_local_cache, test_failure, test_worktree_as_is, test_workflow_selection,
               test_one_job, test_json, test_unknown_needs, test_yaml_syntax_error,
               test_kiln_dir_wins, test_not_a_repository, test_error_exit_is_reliable):
         R.run(t)

@@ -35,6 +35,7 @@ int main(void)
 	CHECK(kiln_parse_duration_ms("15s", &ms) == 0 && ms == 15000);
 	CHECK(kiln_parse_duration_ms("250ms", &ms) == 0 && ms == 250);
 	CHECK(kiln_parse_duration_ms("2m", &ms) == 0 && ms == 120000);
+	CHECK(kiln_parse_duration_ms("7d", &ms) == 0 && ms == 7LL * 86400000);
 	CHECK(kiln_parse_duration_ms("1.5", &ms) == 0 && ms == 1500);
 	CHECK(kiln_parse_duration_ms("1h", &ms) == 0 && ms == 3600000);
 	CHECK(kiln_parse_duration_ms("5 parsecs", &ms) == -EINVAL);
