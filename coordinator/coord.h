@@ -28,10 +28,13 @@ typedef struct coord_config {
 	uint64_t cache_quota;     /* bytes of cache entries per repository (default 10 GiB) */
 	int64_t cache_max_idle_ms; /* an entry unused this long goes (default 7 days) */
 	int artifact_retention_days; /* when a job asks for none (default 90) */
+	int64_t gc_interval_ms;   /* a garbage-collection pass this often (default 1 day) */
 } coord_config;
 
 #define COORD_CONFIG_INIT {.poll_timeout_ms = 25000, .lost_after_ms = 15000, .retries = 1}
 
+/* Fills in the defaults of what cfg leaves 0. */
+void coord_config_defaults(coord_config *cfg);
 /* Opens the store in cfg->data_dir, starts the core thread, the bus and HTTP. */
 int coord_start(const coord_config *cfg, coord **out);
 /* Stops accepting work, finishes the core thread and closes everything; then frees. NULL is fine. */
@@ -40,6 +43,17 @@ void coord_free(coord *c);
 const char *coord_bus_url(const coord *c);
 /* The HTTP base URL ("http://127.0.0.1:PORT"), or NULL; borrowed. */
 const char *coord_http_url(const coord *c);
+
+typedef struct coord_gc_stats {
+	uint64_t caches_idle, caches_over_quota, artifacts_expired, broken;
+	uint64_t blobs_removed, bytes_removed, blobs_pending;
+	uint64_t blobs_kept, bytes_kept;
+} coord_gc_stats;
+
+/* One garbage-collection pass over cfg's data (see coordinator/gc.c), beside a running
+   coordinator or not: expired cache entries and artifacts go, then blobs nothing names that
+   were already unreferenced grace_ms ago (0: now). */
+int coord_gc(const coord_config *cfg, int64_t now_ms, int64_t grace_ms, coord_gc_stats *st);
 
 /* Called with the answer to an API request: HTTP status and a JSON body (owned by the callee). */
 typedef void (*coord_reply_fn)(void *arg, int status, char *body);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 struct coord_event {
 	core_fn fn;
@@ -91,29 +92,70 @@ static void *core_main(void *arg)
 	return NULL;
 }
 
+/* The daily garbage-collection pass, on its own thread and connections. */
+static void *gc_main(void *arg)
+{
+	coord *c = arg;
+	pthread_mutex_lock(&c->mu);
+	for (;;) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		int64_t ns = (int64_t)ts.tv_nsec + (c->cfg.gc_interval_ms % 1000) * 1000000;
+		ts.tv_sec += (time_t)(c->cfg.gc_interval_ms / 1000) + (time_t)(ns / 1000000000);
+		ts.tv_nsec = (long)(ns % 1000000000);
+		while (!c->gc_stop && pthread_cond_timedwait(&c->gc_cv, &c->mu, &ts) == 0)
+			;
+		if (c->gc_stop)
+			break;
+		pthread_mutex_unlock(&c->mu);
+		coord_gc_stats st;
+		if (coord_gc(&c->cfg, kiln_now_ms(), 3600 * 1000, &st) < 0)
+			kiln_log(KILN_LOG_ERR, "%s", kiln_errmsg());
+		else
+			kiln_log(KILN_LOG_INFO,
+				 "gc: %llu cache entries and %llu artifacts expired, %llu blobs "
+				 "(%llu bytes) removed, %llu blobs kept",
+				 (unsigned long long)(st.caches_idle + st.caches_over_quota),
+				 (unsigned long long)st.artifacts_expired,
+				 (unsigned long long)st.blobs_removed,
+				 (unsigned long long)st.bytes_removed,
+				 (unsigned long long)st.blobs_kept);
+		pthread_mutex_lock(&c->mu);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return NULL;
+}
+
+void coord_config_defaults(coord_config *cfg)
+{
+	coord_config def = COORD_CONFIG_INIT;
+	if (cfg->poll_timeout_ms <= 0)
+		cfg->poll_timeout_ms = def.poll_timeout_ms;
+	if (cfg->lost_after_ms <= 0)
+		cfg->lost_after_ms = def.lost_after_ms;
+	if (cfg->retries < 0)
+		cfg->retries = 0;
+	if (!cfg->max_message)
+		cfg->max_message = 4u << 20;
+	if (!cfg->max_body)
+		cfg->max_body = 25u << 20;
+	if (!cfg->max_log_bytes)
+		cfg->max_log_bytes = 64u << 20;
+	if (!cfg->cache_quota)
+		cfg->cache_quota = 10ull << 30;
+	if (cfg->cache_max_idle_ms <= 0)
+		cfg->cache_max_idle_ms = 7ll * 24 * 3600 * 1000;
+	if (cfg->artifact_retention_days <= 0)
+		cfg->artifact_retention_days = 90;
+	if (cfg->gc_interval_ms <= 0)
+		cfg->gc_interval_ms = 24ll * 3600 * 1000;
+}
+
 int coord_start(const coord_config *cfg, coord **out)
 {
 	coord *c = kiln_calloc(1, sizeof *c);
 	c->cfg = *cfg;
-	coord_config def = COORD_CONFIG_INIT;
-	if (c->cfg.poll_timeout_ms <= 0)
-		c->cfg.poll_timeout_ms = def.poll_timeout_ms;
-	if (c->cfg.lost_after_ms <= 0)
-		c->cfg.lost_after_ms = def.lost_after_ms;
-	if (c->cfg.retries < 0)
-		c->cfg.retries = 0;
-	if (!c->cfg.max_message)
-		c->cfg.max_message = 4u << 20;
-	if (!c->cfg.max_body)
-		c->cfg.max_body = 25u << 20;
-	if (!c->cfg.max_log_bytes)
-		c->cfg.max_log_bytes = 64u << 20;
-	if (!c->cfg.cache_quota)
-		c->cfg.cache_quota = 10ull << 30;
-	if (c->cfg.cache_max_idle_ms <= 0)
-		c->cfg.cache_max_idle_ms = 7ll * 24 * 3600 * 1000;
-	if (c->cfg.artifact_retention_days <= 0)
-		c->cfg.artifact_retention_days = 90;
+	coord_config_defaults(&c->cfg);
 	c->cas_dir = kiln_strdup(cfg->cas_dir && *cfg->cas_dir ? cfg->cas_dir : cfg->data_dir);
 	c->cfg.cas_dir = c->cas_dir;
 	c->cache_db = cfg->cache_db ? kiln_strdup(cfg->cache_db) : NULL;
@@ -156,6 +198,9 @@ int coord_start(const coord_config *cfg, coord **out)
 		goto fail;
 	}
 	c->core_running = true;
+	pthread_cond_init(&c->gc_cv, NULL);
+	if (pthread_create(&c->gc_thread, NULL, gc_main, c) == 0)
+		c->gc_running = true;
 	*out = c;
 	return 0;
 fail:
@@ -191,6 +236,14 @@ void coord_free(coord *c)
 		while (c->planners > 0)
 			pthread_cond_wait(&c->idle_cv, &c->mu);
 		pthread_mutex_unlock(&c->mu);
+	}
+	if (c->gc_running) {
+		pthread_mutex_lock(&c->mu);
+		c->gc_stop = true;
+		pthread_cond_signal(&c->gc_cv);
+		pthread_mutex_unlock(&c->mu);
+		pthread_join(c->gc_thread, NULL);
+		pthread_cond_destroy(&c->gc_cv);
 	}
 	http_stop(c);
 	bus_close(c);

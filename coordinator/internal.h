@@ -93,6 +93,11 @@ struct coord {
 	http_srv *http;
 	blobs *blobs;
 
+	/* the daily garbage-collection pass (gc.c) */
+	pthread_t gc_thread;
+	bool gc_running, gc_stop;
+	pthread_cond_t gc_cv;
+
 	/* checkpoints the WAL on its own connection, so fsyncs never stall the core thread */
 	pthread_t ckpt_thread;
 	bool ckpt_running, ckpt_stop;

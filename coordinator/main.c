@@ -20,8 +20,12 @@
 static void usage(FILE *f)
 {
 	fputs("Usage: kiln-coordinator [OPTIONS]\n"
+	      "       kiln-coordinator [--data DIR | --config FILE] gc [--grace DUR]\n"
 	      "\n"
 	      "Runs the kiln coordinator: receives runs, dispatches jobs to agents over nng.\n"
+	      "`gc` runs one garbage-collection pass over DIR and exits (beside a running\n"
+	      "coordinator or not): expired cache entries and artifacts go, then blobs that\n"
+	      "nothing has named for DUR (default 1h; 0 removes them now).\n"
 	      "\n"
 	      "  --listen URL        bus address for agents (default tcp://127.0.0.1:7400)\n"
 	      "  --http HOST:PORT    HTTP API address (default 127.0.0.1:7480); port 0 picks one\n"
@@ -132,12 +136,13 @@ int main(int argc, char **argv)
 		{"lost-after", required_argument, NULL, 'L'},
 		{"retries", required_argument, NULL, 'r'},
 		{"log-level", required_argument, NULL, 'v'},
+		{"grace", required_argument, NULL, 'g'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{0},
 	};
 	_cleanup_(settings_free) settings s = {0};
-	const char *config = NULL;
+	const char *config = NULL, *grace = NULL;
 	int ch, log_level = KILN_LOG_INFO;
 	while ((ch = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
 		switch (ch) {
@@ -148,6 +153,7 @@ int main(int argc, char **argv)
 		case 'p': s.poll_timeout = kiln_strdup(optarg); break;
 		case 'L': s.lost_after = kiln_strdup(optarg); break;
 		case 'r': s.retries = kiln_strdup(optarg); break;
+		case 'g': grace = optarg; break;
 		case 'v':
 			if (kiln_log_level_parse(optarg, &log_level) < 0) {
 				fprintf(stderr, "%s: %s\n", argv[0], kiln_errmsg());
@@ -159,9 +165,19 @@ int main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
+	const char *command = optind < argc ? argv[optind++] : NULL;
+	if (command && strcmp(command, "gc") != 0) {
+		fprintf(stderr, "kiln-coordinator: unknown command '%s'\n", command);
+		usage(stderr);
+		return 2;
+	}
 	if (optind < argc) {
 		fprintf(stderr, "kiln-coordinator: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);
+		return 2;
+	}
+	if (grace && !command) {
+		fprintf(stderr, "kiln-coordinator: --grace goes with gc\n");
 		return 2;
 	}
 	if (config && load_config(config, &s) < 0) {
@@ -217,6 +233,33 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		cfg.retries = (int)n;
+	}
+
+	if (command) {
+		int64_t grace_ms = 3600 * 1000;
+		if (grace && kiln_parse_duration_ms(grace, &grace_ms) < 0) {
+			fprintf(stderr, "kiln-coordinator: %s\n", kiln_errmsg());
+			return 2;
+		}
+		kiln_log_setup("kiln-coordinator", log_level);
+		coord_config_defaults(&cfg);
+		coord_gc_stats st;
+		if (coord_gc(&cfg, kiln_now_ms(), grace_ms, &st) < 0) {
+			fprintf(stderr, "kiln-coordinator: gc: %s\n", kiln_errmsg());
+			return 1;
+		}
+		printf("cache entries removed: %llu (unused) + %llu (over quota)\n"
+		       "artifacts expired: %llu\n"
+		       "entries with an unreadable manifest removed: %llu\n"
+		       "blobs removed: %llu (%llu bytes stored)\n"
+		       "blobs unreferenced, kept until the grace has passed: %llu\n"
+		       "blobs kept: %llu (%llu bytes stored)\n",
+		       (unsigned long long)st.caches_idle, (unsigned long long)st.caches_over_quota,
+		       (unsigned long long)st.artifacts_expired, (unsigned long long)st.broken,
+		       (unsigned long long)st.blobs_removed, (unsigned long long)st.bytes_removed,
+		       (unsigned long long)st.blobs_pending, (unsigned long long)st.blobs_kept,
+		       (unsigned long long)st.bytes_kept);
+		return 0;
 	}
 
 	/* signals are taken by sigwait below; every thread starts with them blocked */

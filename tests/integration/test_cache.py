@@ -7,6 +7,8 @@ keys are immutable, and artifacts go from one job to the next.
 """
 import os
 import re
+import sqlite3
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.environ['KILN_SRC'], 'tests', 'harness'))
@@ -213,6 +215,77 @@ def test_cache_halves():
         coord.stop()
 
 
+GC_WF = '''\
+name: gc
+on: push
+jobs:
+  make:
+    runs-on: linux
+    steps:
+      - run: mkdir -p out && echo "one" > out/a.txt && echo "two" > out/b.txt
+      - uses: actions/cache/save@v4
+        with:
+          path: out
+          key: gc-key
+      - uses: actions/upload-artifact@v4
+        with:
+          name: art
+          path: out/a.txt
+          retention-days: 1
+      - id: r
+        uses: actions/cache/restore@v4
+        with:
+          path: out
+          key: gc-key
+      - run: echo "found=${{ steps.r.outputs.cache-matched-key }}"
+'''
+
+
+def gc(coord, grace):
+    r = subprocess.run([kiln.binary('kiln-coordinator'), '--data', coord.data, 'gc',
+                        '--grace', grace], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r'^([a-z ,()]+?): (\d+)', r.stdout, re.M)}
+
+
+def test_gc():
+    repo, _ = kiln.make_repo({'.github/workflows/gc.yml': GC_WF})
+    coord = kiln.Coordinator().start()
+    agent = kiln.Agent(coord.bus).start()
+    R.watch(coord, agent)
+    try:
+        coord.wait_agents(1)
+        run = coord.wait_run_done(coord.submit(repo)['runs'][0]['id'])
+        assert run['conclusion'] == 'success', run
+        # everything is referenced: a pass beside the running coordinator removes nothing
+        st = gc(coord, '0')
+        assert st['blobs removed'] == 0 and st['blobs kept'] == 4, st  # 2 files, 2 manifests
+        # the entries age (as if a week had passed)
+        db = sqlite3.connect(os.path.join(coord.data, 'kiln.db'), timeout=10)
+        db.execute('UPDATE caches SET used_ms = 0')
+        db.execute('UPDATE artifacts SET expires_ms = 0')
+        db.commit()
+        db.close()
+        # the first pass drops the entries and only notes their blobs; a pass past the
+        # grace removes them
+        st = gc(coord, '1h')
+        assert st['cache entries removed'] == 1 and st['artifacts expired'] == 1, st
+        assert st['blobs removed'] == 0, st
+        assert st['blobs unreferenced, kept until the grace has passed'] == 4, st
+        st = gc(coord, '0')
+        assert st['blobs removed'] == 4 and st['blobs kept'] == 0, st
+        # the cache is gone for the next run (which saves it again)
+        run = coord.wait_run_done(coord.submit(repo)['runs'][0]['id'])
+        logs = log_texts(coord, run)['make']
+        one(logs, r'^Cache saved with key: gc-key ')
+        one(logs, r'^found=gc-key$')
+    finally:
+        agent.stop()
+        coord.stop()
+
+
 R.run(test_cache_and_artifacts)
+R.run(test_gc)
 R.run(test_cache_halves)
 R.finish()
