@@ -18,6 +18,22 @@ enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 /* Prints "kiln: error: …" to stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* The global options: which coordinator to talk to. */
+typedef struct cli_globals {
+	const char *server, *token;
+} cli_globals;
+
+/* A client for the coordinator in g; reports a missing or bad server itself. */
+int cli_connect(const cli_globals *g, kiln_client **cl);
+/* Makes a call and reports failures ("kiln: error: … (HTTP n)"); the JSON body of a 2xx
+   answer (owned), or NULL. */
+json_t *cli_call(kiln_client *cl, const char *method, const char *path, const char *query,
+		 json_t *body);
+/* Prints v indented to stdout. */
+void cli_print_json(json_t *v);
+/* A run id from the command line; 0 if malformed. */
+long long cli_run_id(const char *s);
+
 /* Follows run `id` until it ends, printing each line as "[job] text" (when `print`), and
    hands back the final run (with jobs) in *final. Returns 0, or <0 on transport errors
    or when *stop becomes true. */
@@ -32,6 +48,11 @@ int cli_expr(int argc, char **argv);
 
 /* `kiln lint`: argv[0] is "lint". */
 int cli_lint(int argc, char **argv);
+
+/* `kiln artifacts RUN [--json]`: argv[0] is "artifacts". */
+int cli_artifacts(const cli_globals *g, int argc, char **argv);
+/* `kiln download RUN NAME [-o DIR | --tar FILE | --zip FILE]`: argv[0] is "download". */
+int cli_download(const cli_globals *g, int argc, char **argv);
 
 /* `kiln run`: argv after the command name. */
 int cli_local_run(int argc, char **argv);

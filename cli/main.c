@@ -33,17 +33,17 @@ static void usage(FILE *f)
 	      "  runs [--json]        list runs\n"
 	      "  show RUN [--json]    a run with its jobs and steps\n"
 	      "  agents [--json]      list agents\n"
+	      "  artifacts RUN [--json]\n"
+	      "                       list a run's artifacts\n"
+	      "  download RUN NAME [-o DIR | --tar FILE.tar.zst | --zip FILE.zip]\n"
+	      "                       fetch an artifact into DIR (default ./NAME) or an archive\n"
 	      "\n"
 	      "  -h, --help           show this help\n"
 	      "  -V, --version        show the version\n",
 	      f);
 }
 
-typedef struct globals {
-	const char *server, *token;
-} globals;
-
-static int connect_server(const globals *g, kiln_client **cl)
+int cli_connect(const cli_globals *g, kiln_client **cl)
 {
 	if (!g->server || !*g->server) {
 		cli_error("no server: use --server URL or set KILN_SERVER");
@@ -56,9 +56,8 @@ static int connect_server(const globals *g, kiln_client **cl)
 	return 0;
 }
 
-/* Makes a call and reports failures; returns the JSON body on a 2xx answer. */
-static json_t *call(kiln_client *cl, const char *method, const char *path, const char *query,
-		    json_t *body)
+json_t *cli_call(kiln_client *cl, const char *method, const char *path, const char *query,
+		 json_t *body)
 {
 	json_t *out = NULL;
 	int status = kiln_client_call(cl, method, path, query, body, &out);
@@ -76,34 +75,33 @@ static json_t *call(kiln_client *cl, const char *method, const char *path, const
 }
 
 /* GET path from the server: the JSON body, or NULL with *rc set to the exit status. */
-static json_t *get_json(const globals *g, const char *path, int *rc)
+static json_t *get_json(const cli_globals *g, const char *path, int *rc)
 {
 	kiln_client *cl;
-	if (connect_server(g, &cl) < 0) {
+	if (cli_connect(g, &cl) < 0) {
 		*rc = EXIT_USAGE;
 		return NULL;
 	}
-	json_t *resp = call(cl, "GET", path, NULL, NULL);
+	json_t *resp = cli_call(cl, "GET", path, NULL, NULL);
 	kiln_client_free(cl);
 	*rc = resp ? EXIT_OK : EXIT_FAILED;
 	return resp;
 }
 
-static void print_json(json_t *v)
+void cli_print_json(json_t *v)
 {
 	json_dumpf(v, stdout, JSON_INDENT(2));
 	fputc('\n', stdout);
 }
 
-/* Parses a run id; 0 if malformed. */
-static long long run_id(const char *s)
+long long cli_run_id(const char *s)
 {
 	char *end;
 	long long id = strtoll(s, &end, 10);
 	return *end || id <= 0 ? 0 : id;
 }
 
-static int cmd_submit(const globals *g, int argc, char **argv)
+static int cmd_submit(const cli_globals *g, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"repo", required_argument, NULL, 'r'},	 {"ref", required_argument, NULL, 'R'},
@@ -135,7 +133,7 @@ static int cmd_submit(const globals *g, int argc, char **argv)
 	if (!strstr(repo, "://") && realpath(repo, abs))
 		repo = abs;
 	kiln_client *cl;
-	if (connect_server(g, &cl) < 0)
+	if (cli_connect(g, &cl) < 0)
 		return EXIT_USAGE;
 	json_t *body = json_pack("{s:s, s:s}", "repo", repo, "ref", ref ? ref : "HEAD");
 	if (sha)
@@ -144,13 +142,13 @@ static int cmd_submit(const globals *g, int argc, char **argv)
 		json_object_set_new(body, "workflow", json_string(wf));
 	if (event)
 		json_object_set_new(body, "event", json_string(event));
-	json_t *resp = call(cl, "POST", "/api/v1/runs", NULL, body);
+	json_t *resp = cli_call(cl, "POST", "/api/v1/runs", NULL, body);
 	json_decref(body);
 	kiln_client_free(cl);
 	if (!resp)
 		return EXIT_FAILED;
 	if (js) {
-		print_json(resp);
+		cli_print_json(resp);
 	} else {
 		size_t i;
 		json_t *r;
@@ -161,7 +159,7 @@ static int cmd_submit(const globals *g, int argc, char **argv)
 	return EXIT_OK;
 }
 
-static int cmd_logs(const globals *g, int argc, char **argv)
+static int cmd_logs(const cli_globals *g, int argc, char **argv)
 {
 	static const struct option opts[] = {{"follow", no_argument, NULL, 'f'}, {0}};
 	bool follow = false;
@@ -172,13 +170,13 @@ static int cmd_logs(const globals *g, int argc, char **argv)
 			return EXIT_USAGE;
 		follow = true;
 	}
-	long long id = optind + 1 == argc ? run_id(argv[optind]) : 0;
+	long long id = optind + 1 == argc ? cli_run_id(argv[optind]) : 0;
 	if (!id) {
 		cli_error("usage: kiln logs [-f] RUN");
 		return EXIT_USAGE;
 	}
 	kiln_client *cl;
-	if (connect_server(g, &cl) < 0)
+	if (cli_connect(g, &cl) < 0)
 		return EXIT_USAGE;
 	int rc;
 	if (follow) {
@@ -197,7 +195,7 @@ static int cmd_logs(const globals *g, int argc, char **argv)
 		for (;;) {
 			char q[64];
 			snprintf(q, sizeof q, "offset=%lld", offset);
-			json_t *resp = call(cl, "GET", path, q, NULL);
+			json_t *resp = cli_call(cl, "GET", path, q, NULL);
 			if (!resp) {
 				rc = EXIT_FAILED;
 				break;
@@ -223,7 +221,7 @@ static int cmd_logs(const globals *g, int argc, char **argv)
 	return rc;
 }
 
-static int cmd_runs(const globals *g, int argc, char **argv)
+static int cmd_runs(const cli_globals *g, int argc, char **argv)
 {
 	bool js = argc == 2 && strcmp(argv[1], "--json") == 0;
 	if (argc > 1 && !js) {
@@ -235,7 +233,7 @@ static int cmd_runs(const globals *g, int argc, char **argv)
 	if (!resp)
 		return rc;
 	if (js) {
-		print_json(resp);
+		cli_print_json(resp);
 	} else {
 		printf("%-6s %-10s %-10s %-24s %-20s %s\n", "RUN", "STATE", "RESULT", "WORKFLOW", "REF",
 		       "REPOSITORY");
@@ -254,7 +252,7 @@ static int cmd_runs(const globals *g, int argc, char **argv)
 	return EXIT_OK;
 }
 
-static int cmd_show(const globals *g, int argc, char **argv)
+static int cmd_show(const cli_globals *g, int argc, char **argv)
 {
 	bool js = false;
 	long long id = 0;
@@ -262,7 +260,7 @@ static int cmd_show(const globals *g, int argc, char **argv)
 		if (strcmp(argv[i], "--json") == 0)
 			js = true;
 		else if (!id)
-			id = run_id(argv[i]);
+			id = cli_run_id(argv[i]);
 		else
 			id = -1;
 	}
@@ -276,7 +274,7 @@ static int cmd_show(const globals *g, int argc, char **argv)
 	if (!run)
 		return rc;
 	if (js) {
-		print_json(run);
+		cli_print_json(run);
 	} else {
 		printf("run %lld #%lld  %s  %s @ %s (%s)\n", id,
 		       (long long)json_integer_value(json_object_get(run, "number")),
@@ -305,7 +303,7 @@ static int cmd_show(const globals *g, int argc, char **argv)
 	return EXIT_OK;
 }
 
-static int cmd_agents(const globals *g, int argc, char **argv)
+static int cmd_agents(const cli_globals *g, int argc, char **argv)
 {
 	bool js = argc == 2 && strcmp(argv[1], "--json") == 0;
 	int rc;
@@ -313,7 +311,7 @@ static int cmd_agents(const globals *g, int argc, char **argv)
 	if (!resp)
 		return rc;
 	if (js) {
-		print_json(resp);
+		cli_print_json(resp);
 	} else {
 		printf("%-18s %-20s %-8s %-4s %s\n", "ID", "NAME", "STATE", "CAP", "LABELS");
 		size_t i, k;
@@ -335,7 +333,7 @@ static int cmd_agents(const globals *g, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	globals g = {getenv("KILN_SERVER"), getenv("KILN_TOKEN")};
+	cli_globals g = {getenv("KILN_SERVER"), getenv("KILN_TOKEN")};
 	int i = 1;
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		const char *a = argv[i];
@@ -382,6 +380,10 @@ int main(int argc, char **argv)
 		return cmd_show(&g, sub_argc, sub_argv);
 	if (strcmp(cmd, "agents") == 0)
 		return cmd_agents(&g, sub_argc, sub_argv);
+	if (strcmp(cmd, "artifacts") == 0)
+		return cli_artifacts(&g, sub_argc, sub_argv);
+	if (strcmp(cmd, "download") == 0)
+		return cli_download(&g, sub_argc, sub_argv);
 	if (strcmp(cmd, "help") == 0) {
 		usage(stdout);
 		return EXIT_OK;

@@ -9,6 +9,7 @@ pkgs=(
 	libgit2-dev libyaml-dev libarchive-dev libzstd-dev
 	libssl-dev libsqlite3-dev libjansson-dev libsystemd-dev
 	clang libclang-rt-14-dev python3
+	zstd
 )
 
 missing=()
