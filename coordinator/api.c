@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -27,7 +28,20 @@ void api_json(coord_reply_fn reply, void *arg, int status, json_t *v)
 {
 	char *s = json_dumps(v, JSON_COMPACT);
 	json_decref(v);
-	reply(arg, status, s ? s : kiln_strdup("{}"));
+	reply(arg, status, NULL, s ? s : kiln_strdup("{}"));
+}
+
+void api_text(api_req *r, int status, const char *content_type, char *body)
+{
+	r->reply(r->arg, status, content_type, body);
+}
+
+const char *api_header(const api_req *r, const char *name)
+{
+	for (size_t i = 0; r->headers && r->headers[i] && r->headers[i + 1]; i += 2)
+		if (strcasecmp(r->headers[i], name) == 0)
+			return r->headers[i + 1];
+	return NULL;
 }
 
 void api_error(coord_reply_fn reply, void *arg, int status, const char *fmt, ...)
@@ -77,6 +91,28 @@ static int64_t query_int(const char *query, const char *key, int64_t def, int64_
 	if (*end)
 		return def;
 	return n < lo ? lo : n > hi ? hi : n;
+}
+
+char *api_query(const api_req *r, const char *key)
+{
+	return query_get(r->query, key);
+}
+
+int64_t api_query_int(const api_req *r, const char *key, int64_t def, int64_t lo, int64_t hi)
+{
+	return query_int(r->query, key, def, lo, hi);
+}
+
+json_t *api_body_object(api_req *r)
+{
+	json_error_t jerr;
+	json_t *v = json_loadb(r->body ? r->body : "", r->body_len, 0, &jerr);
+	if (!json_is_object(v)) {
+		json_decref(v);
+		api_error(r->reply, r->arg, 400, "body: %s", v ? "expected a JSON object" : jerr.text);
+		return NULL;
+	}
+	return v;
 }
 
 static json_t *ms_or_null(sqlite3_stmt *st, int i)
@@ -217,16 +253,9 @@ static json_t *run_json(coord *c, uint64_t id, bool with_jobs)
 	return r;
 }
 
-typedef struct req {
-	coord *c;
-	const char *method, *path, *query;
-	coord_reply_fn reply;
-	void *arg;
-	int64_t deadline_ms; /* 0: first time through */
-} req;
 
 /* Parks the request on run_id until it changes or the deadline passes; returns true if parked. */
-static bool maybe_wait(req *r, uint64_t run_id)
+static bool maybe_wait(api_req *r, uint64_t run_id)
 {
 	coord *c = r->c;
 	int64_t now = kiln_now_ms();
@@ -254,7 +283,7 @@ static bool maybe_wait(req *r, uint64_t run_id)
 	return true;
 }
 
-static void get_runs(req *r)
+static void get_runs(api_req *r)
 {
 	int64_t limit = query_int(r->query, "limit", 50, 1, 500);
 	int64_t offset = query_int(r->query, "offset", 0, 0, INT64_MAX);
@@ -308,7 +337,7 @@ static void on_run_line(void *arg, uint64_t job, uint32_t attempt, const char *l
 	add_line(arg, job, attempt, line, len);
 }
 
-static void get_run_log(req *r, uint64_t run_id)
+static void get_run_log(api_req *r, uint64_t run_id)
 {
 	coord *c = r->c;
 	json_t *run = run_json(c, run_id, false);
@@ -352,7 +381,7 @@ static void get_run_log(req *r, uint64_t run_id)
 	api_json(r->reply, r->arg, 200, run);
 }
 
-static void get_job_log(req *r, uint64_t job_id)
+static void get_job_log(api_req *r, uint64_t job_id)
 {
 	coord *c = r->c;
 	sqlite3_stmt *st = store_q(c, "SELECT run_id, state, attempt FROM jobs WHERE id = ?", "i",
@@ -388,7 +417,7 @@ static void get_job_log(req *r, uint64_t job_id)
 			   finished && next >= total));
 }
 
-static void get_job(req *r, uint64_t job_id)
+static void get_job(api_req *r, uint64_t job_id)
 {
 	sqlite3_stmt *st = store_q(r->c, "SELECT " JOB_COLS " FROM jobs WHERE id = ?", "i",
 				   (int64_t)job_id);
@@ -403,7 +432,7 @@ static void get_job(req *r, uint64_t job_id)
 	api_json(r->reply, r->arg, 200, j);
 }
 
-static void get_agents(req *r)
+static void get_agents(api_req *r)
 {
 	json_t *a = json_array();
 	int64_t now = kiln_now_ms();
@@ -421,7 +450,7 @@ static void get_agents(req *r)
 }
 
 /* A run's artifacts that have not expired, by name. */
-static void get_artifacts(req *r, uint64_t run_id)
+static void get_artifacts(api_req *r, uint64_t run_id)
 {
 	coord *c = r->c;
 	sqlite3_stmt *st = store_q(c, "SELECT 1 FROM runs WHERE id = ?", "i", (int64_t)run_id);
@@ -454,7 +483,7 @@ static void get_artifacts(req *r, uint64_t run_id)
    frame against its digest). Reading up to 1 MiB here blocks the core thread for the length
    of one read from the store; acceptable for now, to move to the blob worker with the binary
    download. */
-static void get_blob(req *r, const char *digest)
+static void get_blob(api_req *r, const char *digest)
 {
 	kiln_cas *cas = blobs_cas(r->c);
 	if (!kiln_cas_digest_valid(digest)) {
@@ -507,23 +536,18 @@ static uint64_t path_id(const char *path, const char *what, const char **tail)
 	return id;
 }
 
-static void serve(req *r, const char *body, size_t body_len)
+static void serve(api_req *r)
 {
 	const char *m = r->method, *p = r->path, *tail = "";
 	bool get = strcmp(m, "GET") == 0, post = strcmp(m, "POST") == 0;
 	uint64_t id;
+	/* routes of other modules: one `if (xxx_serve(r)) return;` line each */
 	if (strcmp(p, "/healthz") == 0) {
 		api_json(r->reply, r->arg, 200, json_pack("{s:s}", "status", "ok"));
 	} else if (strcmp(p, "/api/v1/runs") == 0 && post) {
-		json_error_t jerr;
-		json_t *v = json_loadb(body ? body : "", body_len, 0, &jerr);
-		if (!json_is_object(v)) {
-			json_decref(v);
-			api_error(r->reply, r->arg, 400, "body: %s",
-				  v ? "expected a JSON object" : jerr.text);
-			return;
-		}
-		planner_submit(r->c, v, r->reply, r->arg);
+		json_t *v = api_body_object(r);
+		if (v)
+			planner_submit(r->c, v, r->reply, r->arg);
 	} else if (strcmp(p, "/api/v1/runs") == 0 && get) {
 		get_runs(r);
 	} else if ((id = path_id(p, "/api/v1/runs", &tail)) && get && !*tail) {
@@ -551,17 +575,19 @@ static void serve(req *r, const char *body, size_t body_len)
 	}
 }
 
-void api_serve(coord *c, const char *method, const char *path, const char *query,
-	       const char *body, size_t body_len, coord_reply_fn reply, void *arg)
+void api_serve(api_req *r)
 {
-	req r = {c, method, path, query ? query : "", reply, arg, 0};
-	serve(&r, body, body_len);
+	if (!r->query)
+		r->query = "";
+	serve(r);
 }
 
+/* A parked long poll, served again: it was let in the first time through. */
 static void serve_waiter(coord *c, api_waiter *w, int64_t deadline)
 {
-	req r = {c, w->method, w->path, w->query, w->reply, w->arg, deadline};
-	serve(&r, NULL, 0);
+	api_req r = {.c = c, .method = w->method, .path = w->path, .query = w->query,
+		     .trusted = true, .reply = w->reply, .arg = w->arg, .deadline_ms = deadline};
+	serve(&r);
 	free(w->method);
 	free(w->path);
 	free(w->query);

@@ -55,14 +55,22 @@ typedef struct coord_gc_stats {
    were already unreferenced grace_ms ago (0: now). */
 int coord_gc(const coord_config *cfg, int64_t now_ms, int64_t grace_ms, coord_gc_stats *st);
 
-/* Called with the answer to an API request: HTTP status and a JSON body (owned by the callee). */
-typedef void (*coord_reply_fn)(void *arg, int status, char *body);
+/* Called with the answer to an API request: HTTP status, the body's content type (NULL:
+   application/json) and the body, NUL-terminated (owned by the callee). */
+typedef void (*coord_reply_fn)(void *arg, int status, const char *content_type, char *body);
 
 /* Serves one API request (the same handlers as HTTP /api/v1/…): path like "/api/v1/runs",
-   query without '?', body JSON text or NULL. Thread-safe; `reply` is called exactly once, from
-   another thread, possibly much later (long polls). */
+   query without '?', body JSON text or NULL. In-process callers (`kiln run`, tests) are
+   trusted: no token is asked. Thread-safe; `reply` is called exactly once, from another
+   thread, possibly much later (long polls). */
 void coord_api(coord *c, const char *method, const char *path, const char *query,
 	       const char *body, size_t body_len, coord_reply_fn reply, void *arg);
+
+/* The same for a request that came over HTTP: headers are name/value pairs (names in any case),
+   headers[2n] == NULL ends them; the request must authenticate itself. */
+void coord_api_http(coord *c, const char *method, const char *path, const char *query,
+		    const char *const *headers, const char *body, size_t body_len,
+		    coord_reply_fn reply, void *arg);
 
 /* Runs one API request and waits for its answer; *body is owned by the caller. */
 int coord_api_sync(coord *c, const char *method, const char *path, const char *query,

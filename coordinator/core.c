@@ -300,6 +300,8 @@ const char *coord_http_url(const coord *c)
 typedef struct api_call {
 	char *method, *path, *query, *body;
 	size_t body_len;
+	kiln_strv headers; /* name/value pairs */
+	bool trusted;
 	coord_reply_fn reply;
 	void *arg;
 } api_call;
@@ -307,16 +309,22 @@ typedef struct api_call {
 static void api_on_core(coord *c, void *arg)
 {
 	api_call *a = arg;
-	api_serve(c, a->method, a->path, a->query, a->body, a->body_len, a->reply, a->arg);
+	api_req r = {.c = c, .method = a->method, .path = a->path, .query = a->query,
+		     .body = a->body, .body_len = a->body_len,
+		     .headers = (const char *const *)a->headers.v,
+		     .trusted = a->trusted, .reply = a->reply, .arg = a->arg};
+	api_serve(&r);
 	free(a->method);
 	free(a->path);
 	free(a->query);
 	free(a->body);
+	kiln_strv_free(&a->headers);
 	free(a);
 }
 
-void coord_api(coord *c, const char *method, const char *path, const char *query,
-	       const char *body, size_t body_len, coord_reply_fn reply, void *arg)
+static void post_call(coord *c, const char *method, const char *path, const char *query,
+		      const char *const *headers, bool trusted, const char *body, size_t body_len,
+		      coord_reply_fn reply, void *arg)
 {
 	api_call *a = kiln_calloc(1, sizeof *a);
 	a->method = kiln_strdup(method);
@@ -328,9 +336,27 @@ void coord_api(coord *c, const char *method, const char *path, const char *query
 		a->body[body_len] = '\0';
 		a->body_len = body_len;
 	}
+	for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2) {
+		kiln_strv_push(&a->headers, headers[i]);
+		kiln_strv_push(&a->headers, headers[i + 1]);
+	}
+	a->trusted = trusted;
 	a->reply = reply;
 	a->arg = arg;
 	core_post(c, api_on_core, a);
+}
+
+void coord_api(coord *c, const char *method, const char *path, const char *query,
+	       const char *body, size_t body_len, coord_reply_fn reply, void *arg)
+{
+	post_call(c, method, path, query, NULL, true, body, body_len, reply, arg);
+}
+
+void coord_api_http(coord *c, const char *method, const char *path, const char *query,
+		    const char *const *headers, const char *body, size_t body_len,
+		    coord_reply_fn reply, void *arg)
+{
+	post_call(c, method, path, query, headers, false, body, body_len, reply, arg);
 }
 
 typedef struct sync_wait {
@@ -341,8 +367,9 @@ typedef struct sync_wait {
 	char *body;
 } sync_wait;
 
-static void sync_reply(void *arg, int status, char *body)
+static void sync_reply(void *arg, int status, const char *content_type, char *body)
 {
+	(void)content_type;
 	sync_wait *w = arg;
 	pthread_mutex_lock(&w->mu);
 	w->status = status;

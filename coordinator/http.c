@@ -21,27 +21,36 @@ typedef struct http_call {
 	nng_aio *aio;
 } http_call;
 
-static void http_reply(void *arg, int status, char *body)
+static void http_reply(void *arg, int status, const char *content_type, char *body)
 {
 	http_call *hc = arg;
 	nng_http_res *res = NULL;
 	if (nng_http_res_alloc(&res) == 0) {
 		nng_http_res_set_status(res, (uint16_t)status);
-		nng_http_res_set_header(res, "Content-Type", "application/json");
+		nng_http_res_set_header(res, "Content-Type",
+					content_type ? content_type : "application/json");
 		nng_http_res_set_header(res, "Cache-Control", "no-store");
 		size_t n = strlen(body);
-		char *withnl = kiln_malloc(n + 2);
-		memcpy(withnl, body, n);
-		withnl[n] = '\n';
-		withnl[n + 1] = '\0';
-		nng_http_res_copy_data(res, withnl, n + 1);
-		free(withnl);
+		bool nl = n && body[n - 1] != '\n';
+		char *out = kiln_malloc(n + 2);
+		memcpy(out, body, n);
+		out[n] = '\n';
+		nng_http_res_copy_data(res, out, n + nl);
+		free(out);
 	}
 	free(body);
 	nng_aio_set_output(hc->aio, 0, res);
 	nng_aio_finish(hc->aio, res ? 0 : NNG_ENOMEM);
 	free(hc);
 }
+
+/* The request headers the API looks at (nng has no way to list them all). */
+static const char *const wanted_headers[] = {
+	"Authorization",     "Content-Type",	    "User-Agent",	  "X-GitHub-Event",
+	"X-GitHub-Delivery", "X-Hub-Signature-256", "X-Gitea-Event",	  "X-Gitea-Delivery",
+	"X-Gitea-Signature", "X-Gitlab-Event",	    "X-Gitlab-Token",	  "X-Gitlab-Event-UUID",
+	"X-Forwarded-For",
+};
 
 static void handle(nng_aio *aio)
 {
@@ -54,10 +63,20 @@ static void handle(nng_aio *aio)
 	void *body = NULL;
 	size_t len = 0;
 	nng_http_req_get_data(req, &body, &len);
+	const char *headers[2 * KILN_ARRAY_SIZE(wanted_headers) + 2];
+	size_t n = 0;
+	for (size_t i = 0; i < KILN_ARRAY_SIZE(wanted_headers); i++) {
+		const char *v = nng_http_req_get_header(req, wanted_headers[i]);
+		if (v) {
+			headers[n++] = wanted_headers[i];
+			headers[n++] = v;
+		}
+	}
+	headers[n] = headers[n + 1] = NULL;
 	http_call *hc = kiln_calloc(1, sizeof *hc);
 	hc->aio = aio;
-	coord_api(c, nng_http_req_get_method(req), path, q ? q + 1 : "", len ? body : NULL, len,
-		  http_reply, hc);
+	coord_api_http(c, nng_http_req_get_method(req), path, q ? q + 1 : "", headers,
+		       len ? body : NULL, len, http_reply, hc);
 }
 
 int http_start(coord *c)

@@ -190,8 +190,30 @@ int coord_expand_job(coord *c, uint64_t job_id, json_t *contexts);
 void planner_submit(coord *c, json_t *body, coord_reply_fn reply, void *arg);
 
 /* api.c (core) */
-void api_serve(coord *c, const char *method, const char *path, const char *query,
-	       const char *body, size_t body_len, coord_reply_fn reply, void *arg);
+/* An API request being served (core). */
+typedef struct api_req {
+	coord *c;
+	const char *method, *path, *query;
+	const char *body;     /* NULL when there is none */
+	size_t body_len;
+	const char *const *headers; /* name/value pairs, NULL-terminated; NULL in-process */
+	bool trusted;         /* in-process: no authentication */
+	coord_reply_fn reply;
+	void *arg;
+	int64_t deadline_ms;  /* a long poll served again: its deadline; 0 the first time */
+} api_req;
+void api_serve(api_req *r);
+/* A request header's value (name in any case), or NULL. */
+const char *api_header(const api_req *r, const char *name);
+/* The value of `key` in the query string, percent-decoded, or NULL; owned. */
+char *api_query(const api_req *r, const char *key);
+/* The query's integer `key` within [lo, hi], def when absent or malformed. */
+int64_t api_query_int(const api_req *r, const char *key, int64_t def, int64_t lo, int64_t hi);
+/* The body as a JSON object (new reference), or NULL after replying 400. */
+json_t *api_body_object(api_req *r);
+/* Replies with a text body of this content type (body owned by the callee). */
+void api_text(api_req *r, int status, const char *content_type, char *body);
+/* Route handlers of other modules: each returns true when it served the request. */
 /* Re-runs waiting requests of this run (something changed in it). */
 void api_notify_run(coord *c, uint64_t run_id);
 void api_expire(coord *c, int64_t now_ms, bool all);
