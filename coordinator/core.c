@@ -175,6 +175,10 @@ int coord_start(const coord_config *cfg, coord **out)
 	int r = kiln_mkdir_p(logs, 0750);
 	if (r < 0)
 		goto fail;
+	_cleanup_free_ char *keyfile = kiln_asprintf("%s/secret.key", c->data_dir);
+	r = kiln_key_load(keyfile, true, &c->key);
+	if (r < 0)
+		goto fail;
 	r = store_open(c);
 	if (r < 0)
 		goto fail;

@@ -16,6 +16,7 @@
 #include <nng/protocol/reqrep0/rep.h>
 #include <sqlite3.h>
 
+#include "common/crypto.h"
 #include "common/util.h"
 #include "coordinator/coord.h"
 #include "kiln.pb-c.h"
@@ -68,6 +69,7 @@ typedef struct open_log {
 struct coord {
 	coord_config cfg;
 	char *data_dir, *cas_dir, *cache_db, *default_branch;
+	kiln_key key; /* seals secrets at rest: DATA/secret.key, made 0600 on first start */
 	char *bus_url, *http_url;
 
 	/* the event queue */
