@@ -3,9 +3,14 @@
  * index of every blob with the frames of small blobs inline, and one file per
  * big blob. The mutex guards the database connection only; hashing,
  * compression and file I/O run outside it so that save and restore can use
- * several threads.
+ * several threads. Each thread keeps its zstd and SHA-256 contexts and its
+ * buffers from one blob to the next (thread-specific data, freed when the
+ * thread ends): creating them per blob cost more than compressing a small
+ * file. A blob is hashed before it is compressed, so that storing what the
+ * store already holds costs a hash and one lookup.
  */
 #include "common/cas.h"
+#include "common/cas_internal.h"
 #include "common/util.h"
 
 #include <errno.h>
@@ -20,8 +25,11 @@
 #include <sqlite3.h>
 #include <zstd.h>
 
-/* Files up to this size are read whole and compressed in one call; bigger ones stream. */
-#define READ_WHOLE_MAX (1u << 20)
+/* Files and frames up to this size are handled whole, in memory, in one call; bigger ones
+   stream. */
+#define WHOLE_MAX (32u << 20)
+/* A thread keeps buffers up to this size between blobs; bigger ones are freed after use. */
+#define KEEP_MAX (4u << 20)
 #define CHUNK (256u << 10)
 
 struct kiln_cas {
@@ -39,11 +47,94 @@ typedef struct row {
 	uint64_t size, csize;
 } row;
 
+/* What each thread reuses from one blob to the next. */
+typedef struct tls {
+	ZSTD_CCtx *cc;
+	ZSTD_DCtx *dc;
+	EVP_MD_CTX *h;
+	char *a, *b; /* contents and frames */
+	size_t acap, bcap;
+} tls;
+
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+static pthread_key_t tls_key;
+static EVP_MD *sha256_md; /* fetched once: an implicit fetch per digest takes a global lock */
+
+static void tls_free(void *p)
+{
+	tls *t = p;
+	if (!t)
+		return;
+	ZSTD_freeCCtx(t->cc);
+	ZSTD_freeDCtx(t->dc);
+	EVP_MD_CTX_free(t->h);
+	free(t->a);
+	free(t->b);
+	free(t);
+}
+
+static void tls_init(void)
+{
+	if (pthread_key_create(&tls_key, tls_free) != 0)
+		abort();
+	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+/* The calling thread's contexts; NULL only if out of memory. */
+static tls *tls_get(void)
+{
+	pthread_once(&tls_once, tls_init);
+	tls *t = pthread_getspecific(tls_key);
+	if (t)
+		return t;
+	t = kiln_calloc(1, sizeof *t);
+	t->cc = ZSTD_createCCtx();
+	t->dc = ZSTD_createDCtx();
+	t->h = EVP_MD_CTX_new();
+	if (!t->cc || !t->dc || !t->h || pthread_setspecific(tls_key, t) != 0) {
+		tls_free(t);
+		return NULL;
+	}
+	return t;
+}
+
+static char *grow(char **p, size_t *cap, size_t n)
+{
+	if (*cap < n) {
+		free(*p);
+		*p = kiln_malloc(n);
+		*cap = n;
+	}
+	return *p;
+}
+
+/* Gives back a big buffer once a blob is done. */
+static void tls_trim(tls *t)
+{
+	if (t->acap > KEEP_MAX) {
+		free(t->a);
+		t->a = NULL;
+		t->acap = 0;
+	}
+	if (t->bcap > KEEP_MAX) {
+		free(t->b);
+		t->b = NULL;
+		t->bcap = 0;
+	}
+}
+
+static int hash_begin(EVP_MD_CTX *h)
+{
+	return EVP_DigestInit_ex(h, sha256_md ? sha256_md : EVP_sha256(), NULL) == 1 ? 0 : -ENOMEM;
+}
+
 static const char SCHEMA[] =
 	"PRAGMA page_size=65536;"
 	"PRAGMA journal_mode=WAL;"
 	"PRAGMA synchronous=NORMAL;"
 	"PRAGMA cache_size=-16384;"
+	/* reads of small blobs come from the mapping instead of a pread each */
+	"PRAGMA mmap_size=1073741824;"
 	"CREATE TABLE IF NOT EXISTS blobs(digest TEXT PRIMARY KEY, size INTEGER NOT NULL,"
 	" csize INTEGER NOT NULL, inline INTEGER NOT NULL, atime INTEGER NOT NULL);"
 	"CREATE INDEX IF NOT EXISTS blobs_atime ON blobs(atime);"
@@ -186,6 +277,11 @@ void kiln_cas_close(kiln_cas *cas)
 void kiln_cas_closep(kiln_cas **cas)
 {
 	kiln_cas_close(*cas);
+}
+
+const char *kiln_cas_dir(const kiln_cas *cas)
+{
+	return cas->dir;
 }
 
 const kiln_cas_limits *kiln_cas_limits_get(const kiln_cas *cas)
@@ -421,25 +517,41 @@ static void hash_final(EVP_MD_CTX *h, char out[65])
 	to_hex(md, out);
 }
 
-/* Present already: touch it and report 0. */
+/* 1 if hex must be stored; 0 if the store has it (then marked as used); one lock. */
 static int already(kiln_cas *cas, const char *hex)
 {
-	if (kiln_cas_has(cas, hex) <= 0)
-		return 1;
-	kiln_cas_touch(cas, hex);
-	return 0;
+	row rw;
+	pthread_mutex_lock(&cas->mu);
+	int r = find_locked(cas, hex, &rw);
+	if (r > 0 && !rw.inline_) {
+		_cleanup_free_ char *p = blob_path(cas, hex);
+		struct stat st;
+		if (stat(p, &st) < 0 && errno == ENOENT) {
+			remove_locked(cas, hex);
+			r = 0;
+		}
+	}
+	if (r > 0)
+		touch_locked(cas, hex);
+	pthread_mutex_unlock(&cas->mu);
+	return r < 0 ? r : r == 0;
 }
 
-static int put_mem(kiln_cas *cas, const void *data, size_t len, char out_hex[65])
+/* Hashes data, then compresses and stores it only if the store lacks it. data may be t->a. */
+static int put_mem(kiln_cas *cas, tls *t, const void *data, size_t len, char out_hex[65])
 {
 	char hex[65];
-	kiln_sha256_hex(data, len, hex);
+	if (hash_begin(t->h) < 0)
+		return kiln_err(ENOMEM, "sha256: cannot start");
+	EVP_DigestUpdate(t->h, data, len);
+	hash_final(t->h, hex);
 	memcpy(out_hex, hex, 65);
-	if (!already(cas, hex))
-		return 0;
+	int r = already(cas, hex);
+	if (r <= 0)
+		return r;
 	size_t bound = ZSTD_compressBound(len);
-	_cleanup_free_ void *z = kiln_malloc(bound);
-	size_t zn = ZSTD_compress(z, bound, data, len, cas->lim.level);
+	char *z = grow(&t->b, &t->bcap, bound);
+	size_t zn = ZSTD_compressCCtx(t->cc, z, bound, data, len, cas->lim.level);
 	if (ZSTD_isError(zn))
 		return kiln_err(EIO, "zstd: %s", ZSTD_getErrorName(zn));
 	return store_frame(cas, hex, len, z, zn);
@@ -449,7 +561,12 @@ int kiln_cas_put_buf(kiln_cas *cas, const void *data, size_t len, char out_hex[6
 {
 	if (len > cas->lim.max_blob_size)
 		return kiln_err(EFBIG, "blob of %zu bytes is over the limit", len);
-	return put_mem(cas, data, len, out_hex);
+	tls *t = tls_get();
+	if (!t)
+		return kiln_err(ENOMEM, "out of memory");
+	int r = put_mem(cas, t, data, len, out_hex);
+	tls_trim(t);
+	return r;
 }
 
 static ssize_t read_some(int fd, void *buf, size_t n)
@@ -532,6 +649,8 @@ static int put_stream(kiln_cas *cas, int fd, kiln_buf *head, char out_hex[65], u
 		memcpy(out_hex, hex, 65);
 		*size = total;
 		r = already(cas, hex);
+		if (r == 0)
+			ztotal = 0;
 	}
 	if (r == 1 && ztotal <= cas->lim.small_max) {
 		/* compressed small after all: keep it in the database */
@@ -549,32 +668,83 @@ static int put_stream(kiln_cas *cas, int fd, kiln_buf *head, char out_hex[65], u
 	return r;
 }
 
+/* Hashes the rest of fd after head; 1 if the store lacks the result, 0 if it has it. */
+static int hash_rest(kiln_cas *cas, tls *t, int fd, const char *head, size_t hlen,
+		     char out_hex[65], uint64_t *size)
+{
+	if (hash_begin(t->h) < 0)
+		return kiln_err(ENOMEM, "sha256: cannot start");
+	EVP_DigestUpdate(t->h, head, hlen);
+	uint64_t total = hlen;
+	_cleanup_free_ char *buf = kiln_malloc(CHUNK);
+	for (;;) {
+		ssize_t n = read_some(fd, buf, CHUNK);
+		if (n < 0)
+			return kiln_err(-(int)n, "read: %s", strerror(-(int)n));
+		if (n == 0)
+			break;
+		if ((total += (uint64_t)n) > cas->lim.max_blob_size)
+			return kiln_err(EFBIG, "file is over the blob size limit");
+		EVP_DigestUpdate(t->h, buf, (size_t)n);
+	}
+	hash_final(t->h, out_hex);
+	*size = total;
+	return already(cas, out_hex);
+}
+
 int kiln_cas_put_fd(kiln_cas *cas, int fd, char out_hex[65], uint64_t *size)
 {
 	uint64_t sz = 0;
 	if (!size)
 		size = &sz;
-	/* read up to READ_WHOLE_MAX; a file that ends by then is compressed in one call */
-	kiln_buf b = {0};
+	tls *t = tls_get();
+	if (!t)
+		return kiln_err(ENOMEM, "out of memory");
+	/* read up to WHOLE_MAX, in one read when the size is known (one byte more, to see a file
+	   that grew); a file that ends by then is hashed and compressed in memory */
+	struct stat st;
+	size_t cap = CHUNK, len = 0;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size < WHOLE_MAX)
+		cap = (size_t)st.st_size + 1;
+	grow(&t->a, &t->acap, cap);
 	int r = 0;
-	char chunk[65536];
-	while (b.len < READ_WHOLE_MAX) {
-		ssize_t n = read_some(fd, chunk, sizeof chunk);
+	bool eof = false;
+	while (!eof && len < WHOLE_MAX) {
+		if (len == t->acap) {
+			size_t ncap = t->acap * 2 < WHOLE_MAX ? t->acap * 2 : WHOLE_MAX;
+			char *p = kiln_malloc(ncap);
+			memcpy(p, t->a, len);
+			free(t->a);
+			t->a = p;
+			t->acap = ncap;
+		}
+		ssize_t n = read_some(fd, t->a + len, t->acap - len);
 		if (n < 0) {
 			r = kiln_err(-(int)n, "read: %s", strerror(-(int)n));
 			break;
 		}
-		if (n == 0)
-			break;
-		kiln_buf_append(&b, chunk, (size_t)n);
+		eof = n == 0;
+		len += (size_t)n;
 	}
-	if (r == 0 && b.len < READ_WHOLE_MAX) {
-		*size = b.len;
-		r = kiln_cas_put_buf(cas, b.p ? b.p : "", b.len, out_hex);
+	if (r == 0 && eof) {
+		*size = len;
+		r = len > cas->lim.max_blob_size
+			    ? kiln_err(EFBIG, "blob of %zu bytes is over the limit", len)
+			    : put_mem(cas, t, t->a, len, out_hex);
+	} else if (r == 0 && lseek(fd, 0, SEEK_CUR) == (off_t)len) {
+		/* big and seekable: hash it first, and compress it only if the store lacks it */
+		r = hash_rest(cas, t, fd, t->a, len, out_hex, size);
+		if (r == 1 && lseek(fd, 0, SEEK_SET) == 0) {
+			kiln_buf none = {0};
+			r = put_stream(cas, fd, &none, out_hex, size);
+		} else if (r == 1) {
+			r = kiln_err(errno, "seek: %s", strerror(errno));
+		}
 	} else if (r == 0) {
-		r = put_stream(cas, fd, &b, out_hex, size);
+		kiln_buf head = {.p = t->a, .len = len, .cap = t->acap};
+		r = put_stream(cas, fd, &head, out_hex, size);
 	}
-	kiln_buf_free(&b);
+	tls_trim(t);
 	return r;
 }
 
@@ -587,16 +757,42 @@ typedef struct src {
 
 typedef int (*sink_fn)(void *ud, const void *p, size_t n);
 
+/* A frame in memory that says its size: decompressed in one call into t->a. */
+static int unzstd_whole(tls *t, const src *s, uint64_t max, sink_fn sink, void *ud, char hex[65],
+			uint64_t *outlen)
+{
+	unsigned long long cs = ZSTD_getFrameContentSize(s->mem, s->len);
+	if (cs > max)
+		return kiln_err(EFBIG, "decompresses past %llu bytes", (unsigned long long)max);
+	char *out = grow(&t->a, &t->acap, cs ? (size_t)cs : 1);
+	size_t n = ZSTD_decompressDCtx(t->dc, out, (size_t)cs, s->mem, s->len);
+	if (ZSTD_isError(n) || n != cs)
+		return -EBADMSG;
+	if (hash_begin(t->h) < 0)
+		return -ENOMEM;
+	EVP_DigestUpdate(t->h, out, n);
+	hash_final(t->h, hex);
+	*outlen = n;
+	return sink && n ? sink(ud, out, n) : 0;
+}
+
 /* Decompresses a frame into sink, at most max bytes, and hashes what comes out. */
-static int unzstd(const src *s, uint64_t max, sink_fn sink, void *ud, char hex[65],
+static int unzstd(tls *t, const src *s, uint64_t max, sink_fn sink, void *ud, char hex[65],
 		  uint64_t *outlen)
 {
-	ZSTD_DCtx *dc = ZSTD_createDCtx();
-	EVP_MD_CTX *h = EVP_MD_CTX_new();
+	if (s->mem) {
+		unsigned long long cs = ZSTD_getFrameContentSize(s->mem, s->len);
+		if (cs != ZSTD_CONTENTSIZE_UNKNOWN && cs != ZSTD_CONTENTSIZE_ERROR &&
+		    cs <= WHOLE_MAX && ZSTD_findFrameCompressedSize(s->mem, s->len) == s->len)
+			return unzstd_whole(t, s, max, sink, ud, hex, outlen);
+	}
+	ZSTD_DCtx *dc = t->dc;
+	EVP_MD_CTX *h = t->h;
 	size_t outcap = ZSTD_DStreamOutSize();
 	_cleanup_free_ char *out = kiln_malloc(outcap);
 	_cleanup_free_ char *in = s->mem ? NULL : kiln_malloc(CHUNK);
-	int r = dc && h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1 ? 0 : -ENOMEM;
+	ZSTD_DCtx_reset(dc, ZSTD_reset_session_and_parameters);
+	int r = hash_begin(h);
 	/* a frame's maximum window is what the limit allows, and no more than 128 MiB */
 	if (r == 0)
 		ZSTD_DCtx_setParameter(dc, ZSTD_d_windowLogMax, 27);
@@ -644,38 +840,43 @@ static int unzstd(const src *s, uint64_t max, sink_fn sink, void *ud, char hex[6
 		hash_final(h, hex);
 		*outlen = total;
 	}
-	ZSTD_freeDCtx(dc);
-	EVP_MD_CTX_free(h);
+	ZSTD_DCtx_reset(dc, ZSTD_reset_session_and_parameters);
 	return r;
 }
 
-/* Runs the stored frame of hex through unzstd and checks the digest; removes it if corrupt. */
+/* Runs the stored frame of hex through unzstd and checks the digest; removes it if corrupt.
+   Looking it up, copying an inline frame and marking it used take one lock. */
 static int64_t read_verify(kiln_cas *cas, const char *hex, uint64_t max, sink_fn sink, void *ud)
 {
 	if (!kiln_cas_digest_valid(hex))
 		return kiln_err(EINVAL, "bad digest '%.80s'", hex ? hex : "");
+	tls *t = tls_get();
+	if (!t)
+		return kiln_err(ENOMEM, "out of memory");
 	row rw;
-	_cleanup_free_ char *z = NULL;
+	size_t zn = 0;
 	pthread_mutex_lock(&cas->mu);
 	int r = find_locked(cas, hex, &rw);
 	if (r > 0 && rw.inline_) {
 		sqlite3_bind_text(cas->st_data, 1, hex, 64, SQLITE_STATIC);
 		if (sqlite3_step(cas->st_data) == SQLITE_ROW) {
-			rw.csize = (uint64_t)sqlite3_column_bytes(cas->st_data, 0);
-			z = kiln_malloc(rw.csize);
-			if (rw.csize)
-				memcpy(z, sqlite3_column_blob(cas->st_data, 0), rw.csize);
+			zn = (size_t)sqlite3_column_bytes(cas->st_data, 0);
+			grow(&t->b, &t->bcap, zn ? zn : 1);
+			if (zn)
+				memcpy(t->b, sqlite3_column_blob(cas->st_data, 0), zn);
 		} else {
 			r = 0;
 		}
 		sqlite3_reset(cas->st_data);
 	}
+	if (r > 0)
+		touch_locked(cas, hex);
 	pthread_mutex_unlock(&cas->mu);
 	if (r < 0)
 		return r;
 	if (r == 0)
 		return kiln_err(ENOENT, "blob %s is missing", hex);
-	src s = {.mem = z, .len = rw.csize, .fd = -1};
+	src s = {.mem = t->b, .len = zn, .fd = -1};
 	if (!rw.inline_) {
 		_cleanup_free_ char *p = blob_path(cas, hex);
 		s.fd = open(p, O_RDONLY | O_CLOEXEC);
@@ -686,12 +887,29 @@ static int64_t read_verify(kiln_cas *cas, const char *hex, uint64_t max, sink_fn
 		if (s.fd < 0)
 			return kiln_err(errno, "%s: %s", p, strerror(errno));
 		s.mem = NULL;
+		/* a frame file of known, moderate size is read whole and decompressed in one call */
+		struct stat st;
+		if (fstat(s.fd, &st) == 0 && st.st_size > 0 && (uint64_t)st.st_size <= WHOLE_MAX) {
+			size_t want = (size_t)st.st_size, got = 0;
+			grow(&t->b, &t->bcap, want);
+			ssize_t n = 1;
+			while (got < want && (n = read_some(s.fd, t->b + got, want - got)) > 0)
+				got += (size_t)n;
+			if (n < 0) {
+				int e = -(int)n;
+				close(s.fd);
+				return kiln_err(e, "%s: %s", p, strerror(e));
+			}
+			close(s.fd);
+			s = (src){.mem = t->b, .len = got, .fd = -1};
+		}
 	}
 	char got[65];
 	uint64_t n = 0;
-	r = unzstd(&s, max, sink, ud, got, &n);
+	r = unzstd(t, &s, max, sink, ud, got, &n);
 	if (s.fd >= 0)
 		close(s.fd);
+	tls_trim(t);
 	if (r == -EBADMSG || (r == 0 && strcmp(got, hex) != 0)) {
 		kiln_cas_remove(cas, hex);
 		return kiln_err(EBADMSG, "blob %s is corrupt (content does not match its name); removed",
@@ -701,7 +919,6 @@ static int64_t read_verify(kiln_cas *cas, const char *hex, uint64_t max, sink_fn
 		kiln_err_prefix("blob %s", hex);
 		return r;
 	}
-	kiln_cas_touch(cas, hex);
 	return (int64_t)n;
 }
 
@@ -747,12 +964,17 @@ int kiln_cas_put_compressed(kiln_cas *cas, const char *expected_hex, const void 
 {
 	if (!kiln_cas_digest_valid(expected_hex))
 		return kiln_err(EINVAL, "bad digest '%.80s'", expected_hex ? expected_hex : "");
-	if (!already(cas, expected_hex))
-		return 0;
+	int r = already(cas, expected_hex);
+	if (r <= 0)
+		return r;
+	tls *t = tls_get();
+	if (!t)
+		return kiln_err(ENOMEM, "out of memory");
 	src s = {.mem = frame ? frame : "", .len = len, .fd = -1};
 	char got[65];
 	uint64_t n = 0;
-	int r = unzstd(&s, cas->lim.max_blob_size, NULL, NULL, got, &n);
+	r = unzstd(t, &s, cas->lim.max_blob_size, NULL, NULL, got, &n);
+	tls_trim(t);
 	if (r == -EBADMSG)
 		return kiln_err(EBADMSG, "blob %s: not a valid zstd frame", expected_hex);
 	if (r < 0) {

@@ -4,12 +4,26 @@
  * (the store's `threads` limit, the caller's thread included) since zstd and
  * SHA-256 on one core cannot keep up with `tar | zstd`, which runs two
  * processes; the store's mutex serialises only the database.
+ *
+ * Restoring into a directory that already holds the tree (a warm restore)
+ * skips what is already there: after each restore the store keeps, per
+ * target directory, a stat cache (ROOT/cas/stat/<sha256 of the target's real
+ * path>) with the device, inode, size, mtime and ctime of every file it wrote
+ * and the digest it wrote there. A file whose entry names the same digest and
+ * whose lstat (through openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, O_PATH)
+ * still shows all of those and the manifest's mode is left alone: any write,
+ * chmod, rename over or replacement changes the ctime or the inode, which no
+ * process can set back. A file whose ctime is not older than the stat cache
+ * itself could have changed within one timestamp tick of being recorded
+ * ("racily clean", as git calls it) and is rewritten.
  */
 #include "common/manifest.h"
+#include "common/cas_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <dirent.h>
+#include <limits.h>
 #include <linux/openat2.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -640,18 +654,187 @@ static int unlink_beneath(int rootfd, const char *path)
 	return r;
 }
 
+/* ---- the stat cache of a restore target ---------------------------------------------------- */
+
+typedef struct statrec {
+	uint64_t dev, ino, size;
+	int64_t mtime_s, mtime_ns, ctime_s, ctime_ns;
+	char digest[64];
+	uint32_t pathlen; /* the path follows the record in the file */
+} statrec;
+
+#define STAT_MAGIC "KILNSTAT1\n"
+
+typedef struct statcache {
+	char *buf; /* the file as read */
+	const statrec **rec; /* sorted by path, as the manifest is */
+	size_t n;
+	struct timespec written; /* the cache file's mtime */
+} statcache;
+
+static void statcache_free(statcache *sc)
+{
+	free(sc->buf);
+	free(sc->rec);
+}
+
+static char *statcache_path(kiln_cas *cas, const char *dir)
+{
+	char real[PATH_MAX], hex[65];
+	if (!realpath(dir, real))
+		return NULL;
+	kiln_sha256_hex(real, strlen(real), hex);
+	return kiln_asprintf("%s/stat/%s", kiln_cas_dir(cas), hex);
+}
+
+/* Loads the stat cache at path; a missing or malformed one is an empty one. */
+static void statcache_load(const char *path, uint64_t max, statcache *sc)
+{
+	int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	struct stat st;
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size > max || st.st_size < 24) {
+		close(fd);
+		return;
+	}
+	size_t len = (size_t)st.st_size, got = 0;
+	sc->buf = kiln_malloc(len);
+	ssize_t k = 1;
+	while (got < len && (k = read(fd, sc->buf + got, len - got)) > 0)
+		got += (size_t)k;
+	close(fd);
+	uint64_t n = 0;
+	if (got == len && memcmp(sc->buf, STAT_MAGIC, 10) == 0)
+		memcpy(&n, sc->buf + 16, 8);
+	size_t off = 24; /* records are 8-byte aligned from here (buf is malloc'd) */
+	if (n && n <= (len - off) / sizeof(statrec))
+		sc->rec = kiln_calloc(n, sizeof *sc->rec);
+	for (uint64_t i = 0; sc->rec && i < n; i++) {
+		const statrec *r = (const statrec *)(sc->buf + off); /* 8-byte aligned: see write */
+		if (len - off < sizeof *r || len - off - sizeof *r < r->pathlen)
+			break;
+		sc->rec[sc->n++] = r;
+		off += (sizeof *r + r->pathlen + 7) & ~(size_t)7;
+	}
+	sc->written = st.st_mtim;
+}
+
+static int cmp_rec_path(const char *path, const statrec *r)
+{
+	size_t pl = strlen(path);
+	int c = memcmp(path, r + 1, pl < r->pathlen ? pl : r->pathlen);
+	return c ? c : pl < r->pathlen ? -1 : pl > r->pathlen;
+}
+
+static const statrec *statcache_find(const statcache *sc, const char *path)
+{
+	size_t lo = 0, hi = sc->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = cmp_rec_path(path, sc->rec[mid]);
+		if (c == 0)
+			return sc->rec[mid];
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return NULL;
+}
+
+static void rec_fill(statrec *r, const struct stat *st, const char *digest)
+{
+	*r = (statrec){.dev = st->st_dev, .ino = st->st_ino, .size = (uint64_t)st->st_size,
+		       .mtime_s = st->st_mtim.tv_sec, .mtime_ns = st->st_mtim.tv_nsec,
+		       .ctime_s = st->st_ctim.tv_sec, .ctime_ns = st->st_ctim.tv_nsec};
+	memcpy(r->digest, digest, 64);
+}
+
+static bool before(int64_t s, int64_t ns, const struct timespec *t)
+{
+	return s < t->tv_sec || (s == t->tv_sec && ns < t->tv_nsec);
+}
+
 typedef struct restore {
 	kiln_cas *cas;
 	kiln_manifest *m;
 	int rootfd;
 	size_t *files;
+	int umask; /* -1 if unknown */
+	statcache old;
+	statrec *now; /* per file: what it is after this restore (valid where done[i]) */
+	bool *done;
+	atomic_size_t written;
 } restore;
 
+/* The process's umask, from /proc (reading it with umask() would race with other threads). */
+static int read_umask(void)
+{
+	_cleanup_free_ char *s = NULL;
+	size_t n = 0;
+	if (kiln_read_file("/proc/self/status", 1 << 16, &s, &n) < 0)
+		return -1;
+	const char *u = strstr(s, "\nUmask:");
+	return u ? (int)strtol(u + 8, NULL, 8) : -1;
+}
+
+/* 1 if path holds what the stat cache says this restore wrote there, with e's digest and mode. */
+static int unchanged(restore *rs, const kiln_manifest_entry *e, statrec *now)
+{
+	const statrec *r = statcache_find(&rs->old, e->path);
+	if (!r || memcmp(r->digest, e->digest, 64) != 0 || r->size != e->size ||
+	    !before(r->ctime_s, r->ctime_ns, &rs->old.written))
+		return 0;
+	int fd = open_beneath(rs->rootfd, e->path, O_PATH, 0);
+	if (fd < 0)
+		return 0;
+	struct stat st;
+	int same = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 07777) == e->mode &&
+		   st.st_dev == r->dev && st.st_ino == r->ino && (uint64_t)st.st_size == r->size &&
+		   st.st_mtim.tv_sec == r->mtime_s && st.st_mtim.tv_nsec == r->mtime_ns &&
+		   st.st_ctim.tv_sec == r->ctime_s && st.st_ctim.tv_nsec == r->ctime_ns;
+	close(fd);
+	if (same)
+		*now = *r;
+	return same;
+}
+
+/* Writes the stat cache of this restore (every file of m). */
+static int statcache_save(const char *path, restore *rs, size_t nfiles)
+{
+	kiln_buf b = {0};
+	uint64_t n = 0;
+	static const char pad[8];
+	kiln_buf_append(&b, STAT_MAGIC, 10);
+	kiln_buf_append(&b, pad, 6);
+	kiln_buf_append(&b, &n, 8);
+	for (size_t i = 0; i < nfiles; i++) {
+		if (!rs->done[i])
+			continue;
+		const char *p = rs->m->v[rs->files[i]].path;
+		statrec r = rs->now[i];
+		r.pathlen = (uint32_t)strlen(p);
+		kiln_buf_append(&b, &r, sizeof r);
+		kiln_buf_append(&b, p, r.pathlen);
+		kiln_buf_append(&b, pad, (8 - (sizeof r + r.pathlen) % 8) % 8);
+		n++;
+	}
+	memcpy(b.p + 16, &n, 8);
+	_cleanup_free_ char *dir = kiln_strdup(path);
+	*strrchr(dir, '/') = '\0';
+	int r = kiln_mkdir_p(dir, 0700);
+	if (r == 0)
+		r = kiln_write_file_atomic(path, b.p, b.len, 0600);
+	kiln_buf_free(&b);
+	return r;
+}
+
 /* Creates path as a new empty file (replacing a file or symlink already there). */
-static int create_file(int rootfd, const char *path)
+static int create_file(int rootfd, const char *path, mode_t mode)
 {
 	for (int tries = 0;; tries++) {
-		int fd = open_beneath(rootfd, path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		int fd = open_beneath(rootfd, path, O_WRONLY | O_CREAT | O_EXCL, mode);
 		if (fd >= 0 || tries == 2)
 			return fd;
 		int r = 0;
@@ -670,7 +853,13 @@ static int restore_file(void *ud, size_t i)
 {
 	restore *rs = ud;
 	const kiln_manifest_entry *e = &rs->m->v[rs->files[i]];
-	int fd = create_file(rs->rootfd, e->path);
+	if (rs->old.n && unchanged(rs, e, &rs->now[i])) {
+		rs->done[i] = true;
+		return 0;
+	}
+	atomic_fetch_add(&rs->written, 1);
+	/* created with its mode, so that fchmod is needed only where the umask takes bits off */
+	int fd = create_file(rs->rootfd, e->path, (mode_t)e->mode);
 	if (fd < 0)
 		return kiln_err(-fd, "cannot create '%.300s': %s", e->path, strerror(-fd));
 	int64_t n = kiln_cas_get_to_fd(rs->cas, e->digest, fd, e->size);
@@ -678,8 +867,14 @@ static int restore_file(void *ud, size_t i)
 	if (r == 0 && (uint64_t)n != e->size)
 		r = kiln_err(EBADMSG, "blob %s has %lld bytes, the manifest says %llu", e->digest,
 			     (long long)n, (unsigned long long)e->size);
-	if (r == 0 && fchmod(fd, e->mode) < 0)
+	if (r == 0 && (rs->umask < 0 || (e->mode & ~(uint32_t)rs->umask) != e->mode) &&
+	    fchmod(fd, e->mode) < 0)
 		r = kiln_err(errno, "chmod: %s", strerror(errno));
+	struct stat st;
+	if (r == 0 && fstat(fd, &st) == 0) {
+		rec_fill(&rs->now[i], &st, e->digest);
+		rs->done[i] = true;
+	}
 	if (close(fd) < 0 && r == 0)
 		r = kiln_err(errno, "close: %s", strerror(errno));
 	if (r < 0) {
@@ -736,10 +931,14 @@ int kiln_manifest_restore(kiln_cas *cas, kiln_manifest *m, const char *dir, kiln
 		r = kiln_mkdir_p(dir, 0755);
 	if (r < 0)
 		return r;
-	restore rs = {.cas = cas, .m = m};
+	restore rs = {.cas = cas, .m = m, .umask = read_umask()};
 	rs.rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (rs.rootfd < 0)
 		return kiln_err(errno, "%s: %s", dir, strerror(errno));
+	_cleanup_free_ char *scpath = statcache_path(cas, dir);
+	statcache_load(scpath, kiln_cas_limits_get(cas)->max_manifest_size, &rs.old);
+	rs.now = kiln_calloc(m->n ? m->n : 1, sizeof *rs.now);
+	rs.done = kiln_calloc(m->n ? m->n : 1, sizeof *rs.done);
 	/* directories first (sorted, so parents come first), then files, then symlinks */
 	rs.files = kiln_calloc(m->n, sizeof *rs.files);
 	size_t nfiles = 0;
@@ -763,11 +962,22 @@ int kiln_manifest_restore(kiln_cas *cas, kiln_manifest *m, const char *dir, kiln
 		if (m->v[i].type != KILN_ENTRY_DIR)
 			continue;
 		int fd = open_beneath(rs.rootfd, m->v[i].path, O_RDONLY | O_DIRECTORY, 0);
+		struct stat st;
+		if (fd >= 0 && fstat(fd, &st) == 0 && (st.st_mode & 07777) == m->v[i].mode) {
+			close(fd);
+			continue;
+		}
 		if (fd < 0 || fchmod(fd, m->v[i].mode) < 0)
 			r = kiln_err(fd < 0 ? -fd : errno, "cannot chmod '%.300s'", m->v[i].path);
 		if (fd >= 0)
 			close(fd);
 	}
+	/* the stat cache for the next restore here: only when something was written */
+	if (r == 0 && scpath && (atomic_load(&rs.written) > 0 || rs.old.n == 0))
+		statcache_save(scpath, &rs, nfiles); /* a failure only costs the next restore time */
+	statcache_free(&rs.old);
+	free(rs.now);
+	free(rs.done);
 	free(rs.files);
 	close(rs.rootfd);
 	return r;

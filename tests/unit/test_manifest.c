@@ -399,11 +399,57 @@ static void test_hostile(const char *dir)
 	CHECK(count_entries(outside) == 1);
 }
 
+/* A restore into a directory that holds the tree already leaves unchanged files alone (same
+   inode) and rewrites every file that was changed since, whatever the change. */
+static void test_warm_restore(const char *dir)
+{
+	_cleanup_free_ char *src = kiln_asprintf("%s/wsrc", dir);
+	_cleanup_free_ char *dst = kiln_asprintf("%s/wdst", dir);
+	_cleanup_free_ char *store = kiln_asprintf("%s/wstore", dir);
+	make_tree(src);
+	_cleanup_(kiln_cas_closep) kiln_cas *cas = NULL;
+	CHECK(kiln_cas_open(store, NULL, &cas) == 0);
+	const char *paths[] = {"."};
+	_cleanup_(kiln_manifest_freep) kiln_manifest *m = NULL;
+	CHECK(kiln_manifest_build(cas, src, paths, 1, &m) == 0);
+	if (!m)
+		return;
+	CHECK(kiln_manifest_restore(cas, m, dst, NULL, NULL) == 0);
+	usleep(20000); /* past the stat cache's timestamp tick: nothing racily clean */
+	CHECK(kiln_manifest_restore(cas, m, dst, NULL, NULL) == 0);
+	_cleanup_free_ char *a = kiln_asprintf("%s/a.txt", dst);
+	_cleanup_free_ char *f10 = kiln_asprintf("%s/many/03/f10", dst);
+	_cleanup_free_ char *run = kiln_asprintf("%s/bin/run.sh", dst);
+	_cleanup_free_ char *deep = kiln_asprintf("%s/dir/sub/deep.txt", dst);
+	struct stat st1, st2;
+	CHECK(stat(f10, &st1) == 0);
+	CHECK(kiln_manifest_restore(cas, m, dst, NULL, NULL) == 0);
+	CHECK(stat(f10, &st2) == 0 && st1.st_ino == st2.st_ino &&
+	      st1.st_ctim.tv_nsec == st2.st_ctim.tv_nsec); /* left alone */
+	/* same size, other content; a mode; a file replaced by a symlink; one removed */
+	int fd = open(a, O_WRONLY | O_CLOEXEC);
+	CHECK(fd >= 0 && write(fd, "ALPHA\n", 6) == 6);
+	if (fd >= 0)
+		close(fd);
+	CHECK(chmod(run, 0700) == 0);
+	CHECK(unlink(deep) == 0 && symlink("../../a.txt", deep) == 0);
+	CHECK(unlink(f10) == 0);
+	CHECK(kiln_manifest_restore(cas, m, dst, NULL, NULL) == 0);
+	const char *files[] = {"a.txt", "bin/run.sh", "dir/sub/deep.txt", "many/03/f10"};
+	int modes[] = {0644, 0755, 0600, 0644};
+	for (size_t i = 0; i < KILN_ARRAY_SIZE(files); i++) {
+		_cleanup_free_ char *x = kiln_asprintf("%s/%s", src, files[i]);
+		_cleanup_free_ char *y = kiln_asprintf("%s/%s", dst, files[i]);
+		CHECK(same_file(x, y, modes[i]));
+	}
+}
+
 int main(void)
 {
 	_cleanup_free_ char *dir = NULL;
 	CHECK(kiln_mkdtemp("kiln-test-manifest", &dir) == 0);
 	test_round_trip(dir);
+	test_warm_restore(dir);
 	test_hostile(dir);
 	kiln_rm_rf(dir);
 	return check_done();
