@@ -10,6 +10,7 @@
  * jobs keep running while it is away.
  */
 #include "agent/internal.h"
+#include "agent/dial.h"
 
 #include "common/cas.h"
 #include "common/logline.h"
@@ -63,6 +64,8 @@ static int call_once(agent *a, Kiln__Request *req, int64_t timeout_ms, Kiln__Res
 	bool slot = !a->stopping && a->ninflight < KILN_ARRAY_SIZE(a->inflight);
 	if (slot)
 		a->inflight[a->ninflight++] = aio;
+	if (slot && req->body_case == KILN__REQUEST__BODY_POLL)
+		a->poll_aio = aio;
 	pthread_mutex_unlock(&a->mu);
 	if (!slot) {
 		nng_msg_free(m);
@@ -86,6 +89,8 @@ static int call_once(agent *a, Kiln__Request *req, int64_t timeout_ms, Kiln__Res
 		r = NNG_EPROTO;
 unregister:
 	pthread_mutex_lock(&a->mu);
+	if (a->poll_aio == aio)
+		a->poll_aio = NULL;
 	for (size_t i = 0; i < a->ninflight; i++) {
 		if (a->inflight[i] == aio) {
 			a->inflight[i] = a->inflight[--a->ninflight];
@@ -130,13 +135,22 @@ int agent_call(agent *a, Kiln__Request *req, int64_t timeout_ms, Kiln__Response 
 static int do_register(agent *a)
 {
 	Kiln__Register reg = KILN__REGISTER__INIT;
-	reg.token = a->token ? a->token : "";
+	pthread_mutex_lock(&a->mu);
+	/* once we have our own token, the registration token is not used again */
+	_cleanup_free_ char *token = kiln_strdup(a->agent_token ? a->agent_token
+							: a->token ? a->token : "");
+	pthread_mutex_unlock(&a->mu);
+	reg.token = token;
 	reg.name = a->name;
-	reg.labels = a->labels.v;
-	reg.n_labels = a->labels.n;
-	reg.capacity = a->cfg.capacity;
 	reg.version = KILN_VERSION;
 	pthread_mutex_lock(&a->mu);
+	/* labels and capacity change on SIGHUP (agent_reconfigure): a copy under the lock */
+	_cleanup_(kiln_strv_free) kiln_strv labels = {0};
+	for (size_t i = 0; i < a->labels.n; i++)
+		kiln_strv_push(&labels, a->labels.v[i]);
+	reg.labels = labels.v;
+	reg.n_labels = labels.n;
+	reg.capacity = a->cfg.capacity;
 	_cleanup_free_ char *id = kiln_strdup(a->agent_id ? a->agent_id : "");
 	size_t n = 0;
 	for (agent_job *j = a->jobs; j; j = j->next)
@@ -163,11 +177,47 @@ static int do_register(agent *a)
 	int r = call_once(a, &req, CALL_TIMEOUT_MS, &resp);
 	free(rj);
 	free(rjp);
+	const char *kind = strncmp(token, "kiln_g_", 7) == 0 ? "agent"
+			   : *token			   ? "registration"
+							   : "(missing)";
+	explicit_bzero(token, strlen(token));
 	if (r < 0)
 		return r;
-	if (resp->status != KILN__STATUS__STATUS_OK || resp->body_case != KILN__RESPONSE__BODY_REGISTER)
+	if (resp->status != KILN__STATUS__STATUS_OK || resp->body_case != KILN__RESPONSE__BODY_REGISTER) {
+		bool refused = resp->status == KILN__STATUS__STATUS_UNAUTHORIZED;
+		pthread_mutex_lock(&a->mu);
+		bool again = a->refused;
+		a->refused = refused;
+		if (refused) { /* no session until we are let in again */
+			free(a->session);
+			a->session = NULL;
+		}
+		pthread_mutex_unlock(&a->mu);
+		if (refused && !again)
+			kiln_log(KILN_LOG_ERR,
+				 "the coordinator refused our %s token: %s; trying again every "
+				 "minute (a revoked agent token stays refused: remove %s and "
+				 "register with a registration token)",
+				 kind,
+				 resp->error, a->token_file);
 		return kiln_err(EACCES, "registration refused: %s", resp->error);
+	}
+	const char *given = resp->register_->agent_token;
+	if (given && *given) {
+		/* ours from now on: kept 0600, read back when the agent starts again */
+		if (kiln_write_file_atomic(a->token_file, given, strlen(given), 0600) < 0)
+			kiln_log(KILN_LOG_ERR, "cannot keep the agent token: %s (registering again "
+					       "after a restart needs the registration token)",
+				 kiln_errmsg());
+	}
 	pthread_mutex_lock(&a->mu);
+	a->refused = false;
+	if (given && *given) {
+		if (a->agent_token)
+			explicit_bzero(a->agent_token, strlen(a->agent_token));
+		free(a->agent_token);
+		a->agent_token = kiln_strdup(given);
+	}
 	free(a->session);
 	a->session = kiln_strdup(resp->register_->session);
 	free(a->agent_id);
@@ -335,7 +385,10 @@ static void *poll_main(void *arg)
 		bool registered = a->session != NULL;
 		pthread_mutex_unlock(&a->mu);
 		if (!registered && do_register(a) < 0) {
-			if (backoff(a, delay))
+			pthread_mutex_lock(&a->mu);
+			bool refused = a->refused;
+			pthread_mutex_unlock(&a->mu);
+			if (backoff(a, refused ? 60000 : delay))
 				break;
 			delay = delay < 2000 ? delay * 2 : 2000;
 			continue;
@@ -343,6 +396,9 @@ static void *poll_main(void *arg)
 		Kiln__Poll p = KILN__POLL__INIT;
 		pthread_mutex_lock(&a->mu);
 		p.free_slots = a->running < (int)a->cfg.capacity ? a->cfg.capacity - (uint32_t)a->running : 0;
+		p.draining = a->draining;
+		if (a->draining)
+			p.free_slots = 0;
 		int64_t timeout = (int64_t)a->poll_timeout_ms + 15000;
 		pthread_mutex_unlock(&a->mu);
 		p.poll_seq = seq;
@@ -825,12 +881,28 @@ int agent_start(const agent_config *cfg, agent **out)
 	a->name = kiln_strdup(cfg->name && *cfg->name ? cfg->name : host);
 	a->work_dir = kiln_strdup(cfg->work_dir);
 	a->token = kiln_strdup(cfg->token);
+	a->token_file = cfg->token_file && *cfg->token_file
+				? kiln_strdup(cfg->token_file)
+				: kiln_asprintf("%s/agent.token", cfg->work_dir);
+	{
+		char *text = NULL;
+		size_t len = 0;
+		if (kiln_read_file(a->token_file, 4096, &text, &len) == 0) {
+			while (len && (text[len - 1] == '\n' || text[len - 1] == ' '))
+				text[--len] = '\0';
+			if (len)
+				a->agent_token = kiln_strdup(text);
+			explicit_bzero(text, len);
+		}
+		free(text);
+	}
 	a->cfg.action_source = kiln_strdup(cfg->action_source);
 	kiln_strv_split(&a->labels, cfg->labels ? cfg->labels : "", ",");
 	a->cfg.coordinator = a->coordinator;
 	a->cfg.name = a->name;
 	a->cfg.work_dir = a->work_dir;
 	a->cfg.token = a->token;
+	a->cfg.token_file = a->token_file;
 	a->cfg.labels = NULL;
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_cond_init(&a->cv, NULL);
@@ -865,11 +937,8 @@ int agent_start(const agent_config *cfg, agent **out)
 	nng_socket_set_ms(a->sock, NNG_OPT_RECONNMAXT, 2000);
 	nng_socket_set_ms(a->sock, NNG_OPT_REQ_RESENDTIME, 60000);
 	nng_socket_set_size(a->sock, NNG_OPT_RECVMAXSZ, 64u << 20);
-	if ((r = nng_dialer_create(&a->dialer, a->sock, a->coordinator)) != 0 ||
-	    (r = nng_dialer_start(a->dialer, NNG_FLAG_NONBLOCK)) != 0) {
-		r = kiln_err(EINVAL, "cannot dial %s: %s", a->coordinator, nng_strerror(r));
+	if ((r = agent_dial_start(a->sock, &a->cfg, &a->dialer, &a->dial)) < 0)
 		goto fail;
-	}
 	if (pthread_create(&a->ship_thread, NULL, ship_main, a) != 0) {
 		r = kiln_err(EAGAIN, "cannot start a thread");
 		goto fail;
@@ -940,6 +1009,7 @@ void agent_free(agent *a)
 	if (a->ship_started)
 		pthread_join(a->ship_thread, NULL);
 	nng_close(a->sock);
+	agent_dial_free(a->dial);
 	while (a->jobs) {
 		agent_job *j = a->jobs;
 		a->jobs = j->next;
@@ -960,8 +1030,133 @@ void agent_free(agent *a)
 	free(a->name);
 	free(a->work_dir);
 	free(a->token);
+	free(a->token_file);
+	if (a->agent_token)
+		explicit_bzero(a->agent_token, strlen(a->agent_token));
+	free(a->agent_token);
 	free((char *)a->cfg.action_source);
 	free(a->session);
 	free(a->agent_id);
 	free(a);
+}
+
+/* ---- operations: one-shot registration, draining on SIGTERM, reloading on SIGHUP */
+
+int agent_drain(agent *a, int64_t timeout_ms, bool cancel)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	ts.tv_nsec += (timeout_ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&a->mu);
+	a->draining = true;
+	/* the held Poll said we take jobs: end it, so that the next one says we do not (a job
+	   the coordinator gave it meanwhile comes again with the same poll_seq, and runs) */
+	if (a->poll_aio)
+		nng_aio_cancel(a->poll_aio);
+	if (cancel)
+		for (agent_job *j = a->jobs; j; j = j->next)
+			agent_cancel_fire(j->cancel);
+	pthread_cond_broadcast(&a->cv);
+	/* a job leaves the list once it has ended and the shipper has delivered its lines and
+	   result (agent_free sends nothing new: this is where the spool is flushed) */
+	int n = 0;
+	for (;;) {
+		n = 0;
+		for (agent_job *j = a->jobs; j; j = j->next)
+			n++;
+		if (!n || pthread_cond_timedwait(&a->cv, &a->mu, &ts) != 0)
+			break;
+	}
+	pthread_mutex_unlock(&a->mu);
+	return n;
+}
+
+int agent_reconfigure(agent *a, const char *labels, uint32_t capacity)
+{
+	if (capacity < 1 || capacity > 256)
+		return kiln_err(EINVAL, "bad capacity %u (1 to 256)", capacity);
+	_cleanup_(kiln_strv_free) kiln_strv l = {0};
+	kiln_strv_split(&l, labels ? labels : "", ",");
+	pthread_mutex_lock(&a->mu);
+	bool same = capacity == a->cfg.capacity && l.n == a->labels.n;
+	for (size_t i = 0; same && i < l.n; i++)
+		same = strcmp(l.v[i], a->labels.v[i]) == 0;
+	if (!same) {
+		kiln_strv_free(&a->labels);
+		a->labels = l;
+		memset(&l, 0, sizeof l);
+		a->cfg.capacity = capacity;
+		a->need_register = true; /* the shipper registers again, with our agent token */
+		pthread_cond_broadcast(&a->cv);
+	}
+	pthread_mutex_unlock(&a->mu);
+	return same ? 0 : 1;
+}
+
+int agent_register(const agent_config *cfg, int64_t timeout_ms, char **agent_id)
+{
+	agent *a = kiln_calloc(1, sizeof *a);
+	a->cfg = *cfg;
+	if (!a->cfg.capacity)
+		a->cfg.capacity = 1;
+	a->coordinator = kiln_strdup(cfg->coordinator);
+	char host[256] = "agent";
+	gethostname(host, sizeof host - 1);
+	a->name = kiln_strdup(cfg->name && *cfg->name ? cfg->name : host);
+	a->work_dir = kiln_strdup(cfg->work_dir);
+	a->token = kiln_strdup(cfg->token);
+	a->token_file = cfg->token_file && *cfg->token_file
+				? kiln_strdup(cfg->token_file)
+				: kiln_asprintf("%s/agent.token", cfg->work_dir);
+	kiln_strv_split(&a->labels, cfg->labels ? cfg->labels : "", ",");
+	a->cfg.coordinator = a->coordinator;
+	a->cfg.name = a->name;
+	a->cfg.work_dir = a->work_dir;
+	a->cfg.token = a->token;
+	a->cfg.token_file = a->token_file;
+	a->cfg.labels = NULL;
+	a->cfg.action_source = NULL;
+	pthread_mutex_init(&a->mu, NULL);
+	pthread_cond_init(&a->cv, NULL);
+	int r = nng_req0_open(&a->sock);
+	if (r != 0) {
+		r = kiln_err(EIO, "bus: %s", nng_strerror(r));
+		goto out;
+	}
+	nng_socket_set_ms(a->sock, NNG_OPT_RECONNMINT, 50);
+	nng_socket_set_ms(a->sock, NNG_OPT_RECONNMAXT, 1000);
+	if ((r = agent_dial_start(a->sock, &a->cfg, &a->dialer, &a->dial)) < 0)
+		goto out;
+	int64_t end = kiln_mono_ns() + timeout_ms * 1000000;
+	for (;;) {
+		if ((r = do_register(a)) == 0 || a->refused || kiln_mono_ns() >= end)
+			break;
+		struct timespec ts = {0, 200 * 1000000};
+		nanosleep(&ts, NULL);
+	}
+	if (r < 0)
+		goto out;
+	if (!a->agent_token) {
+		r = kiln_err(EPROTO, "the coordinator gave no agent token");
+		goto out;
+	}
+	/* do_register only logs a failed write: here it is the whole point */
+	_cleanup_free_ char *kept = NULL;
+	size_t len = 0;
+	if (kiln_read_file(a->token_file, 4096, &kept, &len) < 0 ||
+	    strcmp(kept, a->agent_token) != 0) {
+		r = kiln_err(EIO, "cannot keep the agent token in %s", a->token_file);
+		goto out;
+	}
+	explicit_bzero(kept, len);
+	if (agent_id)
+		*agent_id = kiln_strdup(a->agent_id);
+out:
+	agent_free(a);
+	return r;
 }

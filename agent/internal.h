@@ -67,9 +67,12 @@ typedef struct agent_job {
 struct agent {
 	agent_config cfg;
 	char *coordinator, *name, *work_dir, *token;
+	char *token_file, *agent_token; /* the agent token, once the coordinator gave one (mu) */
+	bool refused;                   /* the coordinator refused our token (mu) */
 	kiln_strv labels;
 	nng_socket sock;
 	nng_dialer dialer;
+	struct agent_dial *dial; /* TLS settings and the watcher that logs why dialing fails */
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;        /* outbox changed / job finished */
@@ -95,6 +98,8 @@ struct agent {
 	log_flight flights[LOG_FLIGHTS];
 	bool ship_wants_lines;     /* the shipper waits and could send: wake it for a line */
 	bool need_register;        /* the coordinator forgot our session */
+	bool draining;             /* agent_drain: polls say so, and take no new job (mu) */
+	nng_aio *poll_aio;         /* the Poll in flight, ended when draining starts (mu) */
 	size_t ninflight;
 };
 

@@ -10,17 +10,13 @@
  * writes outside the target, or streamed through libarchive into a temporary
  * file renamed over FILE at the end. Memory stays bounded: frames bigger than
  * FRAME_IN_MEMORY are decompressed to a scratch file as they arrive, and files
- * bigger than FILE_IN_MEMORY reach the archive through a scratch file.
+ * bigger than 4 MiB reach the archive through a scratch file (common/archive.c).
  */
 #include "cli/cli.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <langinfo.h>
-#include <locale.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -32,15 +28,14 @@
 #include <openssl/evp.h>
 #include <zstd.h>
 
+#include "common/archive.h"
 #include "common/cas.h"
 #include "common/manifest.h"
 #include "common/util.h"
 
 #define BLOB_PIECE (1u << 20)      /* bytes asked for in one /api/v1/blobs call (its cap) */
 #define FRAME_IN_MEMORY (8u << 20) /* frames up to this size are gathered in memory */
-#define FILE_IN_MEMORY (4u << 20)  /* files up to this size go into an archive from memory */
 #define PROGRESS_NS 100000000      /* the progress bar is redrawn at most every 100 ms */
-#define COPY_CHUNK (256u << 10)
 
 static volatile sig_atomic_t interrupted;
 
@@ -188,20 +183,6 @@ typedef struct dl {
 	progress prog;
 } dl;
 
-/* An unnamed scratch file in dir. */
-static int scratch_fd(const char *dir)
-{
-	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd >= 0)
-		return fd;
-	_cleanup_free_ char *p = kiln_asprintf("%s/scratch.XXXXXX", dir);
-	fd = mkostemp(p, O_CLOEXEC);
-	if (fd < 0)
-		return kiln_err(errno, "scratch file in %s: %s", dir, strerror(errno));
-	unlink(p);
-	return fd;
-}
-
 static int write_all(int fd, const void *p, size_t n)
 {
 	const char *c = p;
@@ -338,7 +319,7 @@ static int fetch_blob(dl *d, const char *hex, uint64_t size)
 				break;
 			}
 			ZSTD_DCtx_setParameter(u.dc, ZSTD_d_windowLogMax, 27);
-			if ((u.fd = scratch_fd(d->tmp)) < 0) {
+			if ((u.fd = kiln_scratch_fd(d->tmp)) < 0) {
 				free(data);
 				r = u.fd;
 				break;
@@ -402,136 +383,6 @@ static int fetch_files(dl *d, const kiln_manifest *m)
 	return 0;
 }
 
-/* Writes one file's content into the archive: from memory when small, else through the
-   scratch file *scratch (made on first use). */
-static int archive_file(dl *d, struct archive *a, const kiln_manifest_entry *e, int *scratch)
-{
-	if (e->size <= FILE_IN_MEMORY) {
-		_cleanup_free_ char *buf = NULL;
-		size_t len = 0;
-		int r = kiln_cas_get_buf(d->cas, e->digest, e->size, &buf, &len);
-		if (r < 0)
-			return r;
-		if (len != e->size)
-			return kiln_err(EBADMSG, "%s: %zu bytes, the manifest says %llu", e->path,
-					len, (unsigned long long)e->size);
-		if (len && archive_write_data(a, buf, len) != (la_ssize_t)len)
-			return kiln_err(EIO, "%s", archive_error_string(a));
-		return 0;
-	}
-	if (*scratch < 0 && (*scratch = scratch_fd(d->tmp)) < 0)
-		return *scratch;
-	int fd = *scratch;
-	if (ftruncate(fd, 0) < 0 || lseek(fd, 0, SEEK_SET) < 0)
-		return kiln_err(errno, "scratch file: %s", strerror(errno));
-	int64_t n = kiln_cas_get_to_fd(d->cas, e->digest, fd, e->size);
-	if (n < 0)
-		return (int)n;
-	if ((uint64_t)n != e->size)
-		return kiln_err(EBADMSG, "%s: %lld bytes, the manifest says %llu", e->path,
-				(long long)n, (unsigned long long)e->size);
-	if (lseek(fd, 0, SEEK_SET) < 0)
-		return kiln_err(errno, "scratch file: %s", strerror(errno));
-	_cleanup_free_ char *buf = kiln_malloc(COPY_CHUNK);
-	for (uint64_t left = e->size; left;) {
-		if (interrupted)
-			return kiln_err(EINTR, "interrupted");
-		ssize_t k = read(fd, buf, left < COPY_CHUNK ? left : COPY_CHUNK);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return kiln_err(k < 0 ? errno : EIO, "scratch file: %s",
-					k < 0 ? strerror(errno) : "short read");
-		if (archive_write_data(a, buf, (size_t)k) != k)
-			return kiln_err(EIO, "%s", archive_error_string(a));
-		left -= (uint64_t)k;
-	}
-	return 0;
-}
-
-static bool ascii(const char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s >= 0x80)
-			return false;
-	return true;
-}
-
-/* Streams m as a .tar.zst (zip false) or .zip into fd. Manifest paths are UTF-8 (they come
-   from JSON), and libarchive takes names in the locale's charset: with LC_CTYPE set to a
-   UTF-8 locale they are written as they are and marked UTF-8. */
-static int write_archive(dl *d, const kiln_manifest *m, int fd, bool zip)
-{
-	if (!setlocale(LC_CTYPE, "C.UTF-8"))
-		setlocale(LC_CTYPE, "");
-	bool utf8 = strcmp(nl_langinfo(CODESET), "UTF-8") == 0;
-	struct archive *a = archive_write_new();
-	if (!a)
-		return kiln_err(ENOMEM, "out of memory");
-	int r = 0;
-	if (zip) {
-		if (archive_write_set_format_zip(a) != ARCHIVE_OK)
-			r = kiln_err(EINVAL, "zip: %s", archive_error_string(a));
-	} else {
-		if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
-		    archive_write_add_filter_zstd(a) != ARCHIVE_OK ||
-		    archive_write_set_options(a, "zstd:compression-level=3") != ARCHIVE_OK)
-			r = kiln_err(EINVAL, "tar.zst: %s", archive_error_string(a));
-	}
-	if (r == 0 && archive_write_open_fd(a, fd) != ARCHIVE_OK)
-		r = kiln_err(EIO, "%s", archive_error_string(a));
-	bool opened = r == 0;
-	time_t now = time(NULL);
-	int scratch = -1;
-	struct archive_entry *ae = archive_entry_new();
-	for (size_t i = 0; r == 0 && i < m->n; i++) {
-		const kiln_manifest_entry *e = &m->v[i];
-		if (interrupted) {
-			r = kiln_err(EINTR, "interrupted");
-			break;
-		}
-		if (!utf8 && (!ascii(e->path) || (e->target && !ascii(e->target)))) {
-			r = kiln_err(EILSEQ, "%s: a non-ASCII name needs a UTF-8 locale", e->path);
-			break;
-		}
-		archive_entry_clear(ae);
-		archive_entry_copy_pathname(ae, e->path);
-		archive_entry_set_mtime(ae, now, 0);
-		switch (e->type) {
-		case KILN_ENTRY_DIR:
-			archive_entry_set_filetype(ae, AE_IFDIR);
-			archive_entry_set_perm(ae, e->mode & 0777);
-			break;
-		case KILN_ENTRY_SYMLINK:
-			archive_entry_set_filetype(ae, AE_IFLNK);
-			archive_entry_set_perm(ae, 0777);
-			archive_entry_copy_symlink(ae, e->target);
-			break;
-		case KILN_ENTRY_FILE:
-			archive_entry_set_filetype(ae, AE_IFREG);
-			archive_entry_set_perm(ae, e->mode & 0777);
-			archive_entry_set_size(ae, (la_int64_t)e->size);
-			break;
-		}
-		if (archive_write_header(a, ae) < ARCHIVE_WARN) {
-			r = kiln_err(EIO, "%s: %s", e->path, archive_error_string(a));
-			break;
-		}
-		if (e->type == KILN_ENTRY_FILE) {
-			r = archive_file(d, a, e, &scratch);
-			if (r < 0)
-				kiln_err_prefix("%s", e->path);
-		}
-	}
-	archive_entry_free(ae);
-	if (scratch >= 0)
-		close(scratch);
-	if (opened && archive_write_close(a) != ARCHIVE_OK && r == 0)
-		r = kiln_err(EIO, "%s", archive_error_string(a));
-	archive_write_free(a);
-	return r;
-}
-
 /* Writes the archive to `file` through a temporary file beside it and rename(). */
 static int archive_to(dl *d, const kiln_manifest *m, const char *file, bool zip)
 {
@@ -545,7 +396,8 @@ static int archive_to(dl *d, const kiln_manifest *m, const char *file, bool zip)
 	if (fchmod(fd, 0666 & ~mask) < 0)
 		r = kiln_err(errno, "%s: %s", tmp, strerror(errno));
 	if (r == 0)
-		r = write_archive(d, m, fd, zip);
+		r = kiln_archive_write(d->cas, m, fd, zip ? KILN_ARCHIVE_ZIP : KILN_ARCHIVE_TAR_ZST, d->tmp,
+				       &interrupted);
 	if (r == 0 && fsync(fd) < 0)
 		r = kiln_err(errno, "%s: %s", tmp, strerror(errno));
 	if (close(fd) < 0 && r == 0)

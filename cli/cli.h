@@ -54,6 +54,22 @@ int cli_artifacts(const cli_globals *g, int argc, char **argv);
 /* `kiln download RUN NAME [-o DIR | --tar FILE | --zip FILE]`: argv[0] is "download". */
 int cli_download(const cli_globals *g, int argc, char **argv);
 
+/* cli/control.c: `kiln cancel RUN`, `kiln rerun RUN [--failed]`, `kiln approve|reject RUN JOB`,
+   `kiln environment …`, `kiln agent disable|enable|remove AGENT`; argv[0] is the command. */
+int cli_cancel(const cli_globals *g, int argc, char **argv);
+int cli_rerun(const cli_globals *g, int argc, char **argv);
+int cli_review(const cli_globals *g, int argc, char **argv);
+int cli_environment(const cli_globals *g, int argc, char **argv);
+int cli_agent(const cli_globals *g, int argc, char **argv);
+
+/* cli/secrets.c: `kiln secret set|list|delete …`; argv[0] is "secret". */
+int cli_secret(const cli_globals *g, int argc, char **argv);
+
+/* cli/repos.c: `kiln repo add|list|remove …` (argv[0] is "repo") and
+   `kiln dispatch REPO WORKFLOW [--ref REF] [-f key=value …] [--json]` (argv[0] is "dispatch"). */
+int cli_repo(const cli_globals *g, int argc, char **argv);
+int cli_dispatch(const cli_globals *g, int argc, char **argv);
+
 /* `kiln run`: argv after the command name. */
 int cli_local_run(int argc, char **argv);
 

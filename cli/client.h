@@ -12,7 +12,10 @@
 
 typedef struct kiln_client kiln_client;
 
-/* A client for the coordinator at base URL ("http://host:port"). */
+/* The CA bundle that verifies an https:// server (NULL: $KILN_CA, else the system's);
+   call before kiln_client_http. */
+void kiln_client_set_ca(const char *file);
+/* A client for the coordinator at base URL ("http://host:port" or "https://host:port"). */
 int kiln_client_http(const char *base, const char *token, kiln_client **out);
 /* A client for a coordinator in this process. */
 int kiln_client_local(coord *c, kiln_client **out);

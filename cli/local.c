@@ -218,8 +218,23 @@ int cli_local_run(int argc, char **argv)
 		.work_dir = work,
 		.cas_dir = cache,
 	};
-	if (coord_start(&cc, &l.c) < 0 || agent_start(&ac, &l.a) < 0 ||
-	    kiln_client_local(l.c, &l.cl) < 0) {
+	int started = coord_start(&cc, &l.c);
+	if (started == 0)
+		started = agent_start(&ac, &l.a);
+	if (started < 0 && cache) {
+		/* a cache this kiln cannot use (another version's, damaged) must not stop the run */
+		fprintf(stderr, "kiln: warning: not using the cache in %s: %s\n", cache,
+			kiln_errmsg());
+		agent_free(l.a);
+		coord_free(l.c);
+		l.a = NULL;
+		l.c = NULL;
+		cc.cas_dir = cc.cache_db = NULL;
+		ac.cas_dir = NULL;
+		if ((started = coord_start(&cc, &l.c)) == 0)
+			started = agent_start(&ac, &l.a);
+	}
+	if (started < 0 || kiln_client_local(l.c, &l.cl) < 0) {
 		cli_error("%s", kiln_errmsg());
 		json_decref(files);
 		local_stop(&l);

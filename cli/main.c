@@ -6,6 +6,7 @@
  */
 #include "cli/cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -17,7 +18,7 @@
 
 static void usage(FILE *f)
 {
-	fputs("Usage: kiln [--server URL] [--token TOKEN] COMMAND [ARGS]\n"
+	fputs("Usage: kiln [--server URL] [--token TOKEN] [--ca FILE] COMMAND [ARGS]\n"
 	      "\n"
 	      "Local:\n"
 	      "  run [DIR] [-W FILE] [-j JOB] [--event E] [--json]\n"
@@ -30,14 +31,40 @@ static void usage(FILE *f)
 	      "  submit --repo URL|PATH --ref REF [--sha SHA] [-W FILE] [--event E] [--json]\n"
 	      "                       start a run; prints its id on the last line\n"
 	      "  logs [-f] RUN        print a run's log; -f follows it until the run ends\n"
-	      "  runs [--json]        list runs\n"
+	      "  runs [--repo R] [--ref REF] [--state S] [--conclusion C] [--event E]\n"
+	      "       [--workflow W] [--limit N] [--offset N] [--json]\n"
+	      "                       list runs, newest first\n"
 	      "  show RUN [--json]    a run with its jobs and steps\n"
 	      "  agents [--json]      list agents\n"
+	      "  agent disable|enable|remove AGENT\n"
+	      "                       stop giving an agent jobs, start again, forget it\n"
+	      "  cancel RUN           cancel a run; its running jobs stop on their agents\n"
+	      "  rerun RUN [--failed] run a completed run again (all jobs, or the failed ones\n"
+	      "                       and what needs them); earlier attempts keep their logs\n"
+	      "  approve RUN JOB      let a job waiting for its environment's review go on\n"
+	      "  reject RUN JOB       refuse it: the job fails\n"
+	      "  environment list | set NAME [--repo R] [--required-approval] [--url U]\n"
+	      "              | delete NAME [--repo R]\n"
+	      "                       environments and whether they need a review\n"
+	      "  secret set NAME (--repo OWNER/NAME [--env ENV] | --org OWNER) [--value V]\n"
+	      "                       set a secret (the value from stdin when --value is not\n"
+	      "                       given); jobs that name it get it, nobody can read it back\n"
+	      "  secret list [--repo OWNER/NAME | --org OWNER] [--json]\n"
+	      "  secret delete NAME (--repo OWNER/NAME | --org OWNER)\n"
+	      "  repo add OWNER/NAME --url CLONE_URL --forge github|gitea|gitlab\n"
+	      "       --webhook-secret S [--default-branch main] [--api-url U] [--forge-token T]\n"
+	      "       [--notify-url U --notify-secret S] [--fork-secrets]\n"
+	      "                       serve a repository: its webhooks go to /hooks/FORGE\n"
+	      "  repo list [--json] | repo remove OWNER/NAME\n"
+	      "  dispatch REPO WORKFLOW [--ref REF] [-f key=value ...] [--json]\n"
+	      "                       start a workflow_dispatch run; prints its id on the last line\n"
 	      "  artifacts RUN [--json]\n"
 	      "                       list a run's artifacts\n"
 	      "  download RUN NAME [-o DIR | --tar FILE.tar.zst | --zip FILE.zip]\n"
 	      "                       fetch an artifact into DIR (default ./NAME) or an archive\n"
 	      "\n"
+	      "  --ca FILE            CA bundle to verify an https:// server (or KILN_CA;\n"
+	      "                       default: the system's)\n"
 	      "  -h, --help           show this help\n"
 	      "  -V, --version        show the version\n",
 	      f);
@@ -223,15 +250,44 @@ static int cmd_logs(const cli_globals *g, int argc, char **argv)
 
 static int cmd_runs(const cli_globals *g, int argc, char **argv)
 {
-	bool js = argc == 2 && strcmp(argv[1], "--json") == 0;
-	if (argc > 1 && !js) {
-		cli_error("usage: kiln runs [--json]");
+	/* filters, passed on as the API's query */
+	static const char *const filters[] = {"repo",  "ref",	   "state", "conclusion",
+					      "event", "workflow", "limit", "offset"};
+	bool js = false;
+	kiln_buf q = {0};
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		bool known = false;
+		for (size_t f = 0; f < KILN_ARRAY_SIZE(filters) && !known; f++) {
+			if (strncmp(a, "--", 2) == 0 && strcmp(a + 2, filters[f]) == 0 && i + 1 < argc) {
+				known = true;
+				kiln_buf_printf(&q, "%s%s=", q.len ? "&" : "", filters[f]);
+				for (const unsigned char *p = (const unsigned char *)argv[++i]; *p; p++)
+					if (isalnum(*p) || strchr("-._~/", *p))
+						kiln_buf_append(&q, p, 1);
+					else
+						kiln_buf_printf(&q, "%%%02X", *p);
+			}
+		}
+		if (strcmp(a, "--json") == 0) {
+			js = true;
+		} else if (!known) {
+			kiln_buf_free(&q);
+			cli_error("usage: kiln runs [--repo R] [--ref REF] [--state S] [--conclusion C]"
+				  " [--event E] [--workflow W] [--limit N] [--offset N] [--json]");
+			return EXIT_USAGE;
+		}
+	}
+	kiln_client *cl;
+	if (cli_connect(g, &cl) < 0) {
+		kiln_buf_free(&q);
 		return EXIT_USAGE;
 	}
-	int rc;
-	json_t *resp = get_json(g, "/api/v1/runs", &rc);
+	json_t *resp = cli_call(cl, "GET", "/api/v1/runs", q.len ? q.p : NULL, NULL);
+	kiln_client_free(cl);
+	kiln_buf_free(&q);
 	if (!resp)
-		return rc;
+		return EXIT_FAILED;
 	if (js) {
 		cli_print_json(resp);
 	} else {
@@ -347,6 +403,10 @@ int main(int argc, char **argv)
 			g.server = argv[++i];
 		} else if (strncmp(a, "--server=", 9) == 0) {
 			g.server = a + 9;
+		} else if (strcmp(a, "--ca") == 0 && i + 1 < argc) {
+			kiln_client_set_ca(argv[++i]);
+		} else if (strncmp(a, "--ca=", 5) == 0) {
+			kiln_client_set_ca(a + 5);
 		} else if (strcmp(a, "--token") == 0 && i + 1 < argc) {
 			g.token = argv[++i];
 		} else if (strncmp(a, "--token=", 8) == 0) {
@@ -380,10 +440,26 @@ int main(int argc, char **argv)
 		return cmd_show(&g, sub_argc, sub_argv);
 	if (strcmp(cmd, "agents") == 0)
 		return cmd_agents(&g, sub_argc, sub_argv);
+	if (strcmp(cmd, "repo") == 0 || strcmp(cmd, "repos") == 0)
+		return cli_repo(&g, sub_argc, sub_argv);
+	if (strcmp(cmd, "dispatch") == 0)
+		return cli_dispatch(&g, sub_argc, sub_argv);
+	if (strcmp(cmd, "secret") == 0 || strcmp(cmd, "secrets") == 0)
+		return cli_secret(&g, sub_argc, sub_argv);
 	if (strcmp(cmd, "artifacts") == 0)
 		return cli_artifacts(&g, sub_argc, sub_argv);
 	if (strcmp(cmd, "download") == 0)
 		return cli_download(&g, sub_argc, sub_argv);
+	if (strcmp(cmd, "cancel") == 0)
+		return cli_cancel(&g, sub_argc, sub_argv);
+	if (strcmp(cmd, "rerun") == 0)
+		return cli_rerun(&g, sub_argc, sub_argv);
+	if (strcmp(cmd, "approve") == 0 || strcmp(cmd, "reject") == 0)
+		return cli_review(&g, sub_argc, sub_argv);
+	if (strcmp(cmd, "environment") == 0)
+		return cli_environment(&g, sub_argc, sub_argv);
+	if (strcmp(cmd, "agent") == 0)
+		return cli_agent(&g, sub_argc, sub_argv);
 	if (strcmp(cmd, "help") == 0) {
 		usage(stdout);
 		return EXIT_OK;

@@ -1991,3 +1991,116 @@ int kiln_git_submodules(const char *dir, const kiln_git_submodule_opts *o)
 		return r;
 	return submodules_in(dir, "", url, o, 0);
 }
+
+/* ---- diffs --------------------------------------------------------------- */
+
+GIT_CLEANUP_FUNC(git_diff, git_diff_free)
+
+typedef struct changed_ctx {
+	kiln_strv *paths;
+	size_t max;
+	bool over;
+} changed_ctx;
+
+static int changed_file(const git_diff_delta *d, float progress, void *payload)
+{
+	(void)progress;
+	changed_ctx *cc = payload;
+	const char *names[2] = {d->old_file.path, d->new_file.path};
+	for (int i = 0; i < 2; i++) {
+		if (!names[i] || (i == 1 && names[0] && strcmp(names[0], names[1]) == 0))
+			continue;
+		if (cc->paths->n >= cc->max) {
+			cc->over = true;
+			return 1; /* stops the walk */
+		}
+		kiln_strv_push(cc->paths, names[i]);
+	}
+	return 0;
+}
+
+int kiln_git_changed_paths(const char *repo_path, const char *base, const char *head,
+                           bool merge_base, size_t max, kiln_strv *out)
+{
+	int r = kiln_git_init();
+	if (r < 0)
+		return r;
+	_cleanup_(git_repository_freep) git_repository *repo = NULL;
+	if ((r = open_repo(&repo, repo_path, false)) < 0)
+		return r;
+	_cleanup_(git_commit_freep) git_commit *hc = NULL, *bc = NULL;
+	if ((r = lookup_commit(&hc, repo, head)) < 0)
+		return r;
+	if (base && *base) {
+		if ((r = lookup_commit(&bc, repo, base)) < 0)
+			return r;
+		if (merge_base) {
+			git_oid mb;
+			r = git_merge_base(&mb, repo, git_commit_id(bc), git_commit_id(hc));
+			if (r == GIT_ENOTFOUND) {
+				git_error_clear(); /* unrelated histories: everything changed */
+				git_commit_free(bc);
+				bc = NULL;
+			} else if (r < 0) {
+				return gerr(r, "merge base of %s and %s", base, head);
+			} else {
+				git_commit_free(bc);
+				bc = NULL;
+				if ((r = git_commit_lookup(&bc, repo, &mb)) < 0)
+					return gerr(r, "merge base of %s and %s", base, head);
+			}
+		}
+	}
+	_cleanup_(git_tree_freep) git_tree *ht = NULL, *bt = NULL;
+	if ((r = git_commit_tree(&ht, hc)) < 0)
+		return gerr(r, "tree of %s", head);
+	if (bc && (r = git_commit_tree(&bt, bc)) < 0)
+		return gerr(r, "tree of %s", base);
+	_cleanup_(git_diff_freep) git_diff *diff = NULL;
+	git_diff_options o = GIT_DIFF_OPTIONS_INIT;
+	o.flags = GIT_DIFF_SKIP_BINARY_CHECK;
+	if ((r = git_diff_tree_to_tree(&diff, repo, bt, ht, &o)) < 0)
+		return gerr(r, "diff %s..%s", base ? base : "", head);
+	_cleanup_(strv_freep) kiln_strv paths = {0};
+	changed_ctx cc = {&paths, max, false};
+	r = git_diff_foreach(diff, changed_file, NULL, NULL, NULL, &cc);
+	if (r < 0 && !cc.over)
+		return gerr(r, "diff %s..%s", base ? base : "", head);
+	git_error_clear();
+	if (paths.n)
+		qsort(paths.v, paths.n, sizeof *paths.v, cmp_str);
+	const char *prev = NULL;
+	for (size_t i = 0; i < paths.n; i++) {
+		if (prev && strcmp(paths.v[i], prev) == 0) {
+			free(paths.v[i]);
+		} else {
+			kiln_strv_push_owned(out, paths.v[i]);
+			prev = paths.v[i];
+		}
+		paths.v[i] = NULL;
+	}
+	paths.n = 0;
+	if (cc.over)
+		return kiln_err(E2BIG, "more than %zu files changed between %s and %s", max,
+		                base && *base ? base : "(nothing)", head);
+	return 0;
+}
+
+int kiln_git_commit_message(const char *repo_path, const char *rev, size_t max, char **out)
+{
+	*out = NULL;
+	int r = kiln_git_init();
+	if (r < 0)
+		return r;
+	_cleanup_(git_repository_freep) git_repository *repo = NULL;
+	if ((r = open_repo(&repo, repo_path, false)) < 0)
+		return r;
+	_cleanup_(git_commit_freep) git_commit *c = NULL;
+	if ((r = lookup_commit(&c, repo, rev)) < 0)
+		return r;
+	const char *m = git_commit_message(c);
+	*out = strndup(m ? m : "", max);
+	if (!*out)
+		return kiln_err(ENOMEM, "out of memory");
+	return 0;
+}

@@ -131,6 +131,17 @@ int kiln_git_read_file(const char *repo_path, const char *sha, const char *path,
    root) at commit `sha`, sorted. -ENOENT if no such dir. */
 int kiln_git_list_dir(const char *repo_path, const char *sha, const char *dir, kiln_strv *out);
 
+/* Appends to `out` the paths that differ between commits `base` and `head` (added, deleted,
+   modified, type changed; a rename counts as its old and its new path), sorted and unique.
+   With merge_base, the diff starts at the merge base of base and head instead (what a pull
+   request or a new branch changes). base NULL or "": every file in head. At most `max` paths:
+   past that, -E2BIG with the first `max` in `out`. */
+int kiln_git_changed_paths(const char *repo_path, const char *base, const char *head,
+                           bool merge_base, size_t max, kiln_strv *out);
+
+/* The message of commit `rev` (a sha or a ref), at most `max` bytes of it; owned. */
+int kiln_git_commit_message(const char *repo_path, const char *rev, size_t max, char **out);
+
 /* Copies the working tree of the local (non-bare) repository at repo_path into `dir` exactly as it
    is now, uncommitted changes included: a local clone at HEAD (with .git, so git commands work
    inside), then overlays what git status reports — modified and untracked-but-not-ignored files

@@ -316,20 +316,28 @@ int kiln_manifest_load(kiln_cas *cas, const char *hex, kiln_manifest **out)
 	return kiln_manifest_from_json(s, len, kiln_cas_limits_get(cas), out);
 }
 
+static int cmp_digest_ptr(const void *a, const void *b)
+{
+	return memcmp(*(const char *const *)a, *(const char *const *)b, 64);
+}
+
 int kiln_manifest_find_missing(kiln_cas *cas, const kiln_manifest *m, kiln_strv *out)
 {
-	kiln_strv seen = {0};
+	/* into a fresh store everything is missing: repeats are found by sorting, not by a
+	   search per digest */
+	const char **miss = kiln_calloc(m->n + 1, sizeof *miss);
+	size_t n = 0;
 	for (size_t i = 0; i < m->n; i++) {
 		const kiln_manifest_entry *e = &m->v[i];
-		if (e->type != KILN_ENTRY_FILE || kiln_cas_has(cas, e->digest) > 0)
-			continue;
-		/* the missing are few, so a linear check for repeats is cheap */
-		if (!kiln_strv_contains(&seen, e->digest)) {
-			kiln_strv_push(&seen, e->digest);
-			kiln_strv_push(out, e->digest);
-		}
+		if (e->type == KILN_ENTRY_FILE && kiln_cas_has(cas, e->digest) <= 0)
+			miss[n++] = e->digest;
 	}
-	kiln_strv_free(&seen);
+	if (n > 1)
+		qsort(miss, n, sizeof *miss, cmp_digest_ptr);
+	for (size_t i = 0; i < n; i++)
+		if (i == 0 || memcmp(miss[i], miss[i - 1], 64) != 0)
+			kiln_strv_push(out, miss[i]);
+	free(miss);
 	return 0;
 }
 

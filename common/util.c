@@ -441,12 +441,12 @@ static int log_max = KILN_LOG_INFO;
 void kiln_log_setup(const char *ident, int max_level)
 {
 	log_ident = ident;
-	log_max = max_level;
+	__atomic_store_n(&log_max, max_level, __ATOMIC_RELAXED); /* SIGHUP changes it live */
 }
 
 void kiln_log(int prio, const char *fmt, ...)
 {
-	if (prio > log_max)
+	if (prio > __atomic_load_n(&log_max, __ATOMIC_RELAXED))
 		return;
 	char line[2048];
 	int n = snprintf(line, sizeof line, "<%d>%s: ", prio, log_ident);

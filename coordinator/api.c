@@ -7,6 +7,7 @@
  */
 #include "coordinator/internal.h"
 
+#include "common/archive.h"
 #include "common/cas.h"
 #include "common/logline.h"
 
@@ -28,12 +29,14 @@ void api_json(coord_reply_fn reply, void *arg, int status, json_t *v)
 {
 	char *s = json_dumps(v, JSON_COMPACT);
 	json_decref(v);
-	reply(arg, status, NULL, s ? s : kiln_strdup("{}"));
+	if (!s)
+		s = kiln_strdup("{}");
+	reply(arg, status, NULL, s, strlen(s));
 }
 
 void api_text(api_req *r, int status, const char *content_type, char *body)
 {
-	r->reply(r->arg, status, content_type, body);
+	r->reply(r->arg, status, content_type, body, strlen(body));
 }
 
 const char *api_header(const api_req *r, const char *name)
@@ -79,6 +82,24 @@ static char *query_get(const char *query, const char *key)
 		p = amp ? amp + 1 : NULL;
 	}
 	return NULL;
+}
+
+/* A percent-decoded path segment ('+' stays '+'); owned. */
+static char *url_decode(const char *s)
+{
+	kiln_buf b = {0};
+	for (const char *p = s; *p; p++) {
+		if (p[0] == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+			char hex[3] = {p[1], p[2], 0};
+			char ch = (char)strtol(hex, NULL, 16);
+			kiln_buf_append(&b, &ch, 1);
+			p += 2;
+		} else {
+			kiln_buf_append(&b, p, 1);
+		}
+	}
+	kiln_buf_append(&b, "", 0);
+	return kiln_buf_steal(&b);
 }
 
 static int64_t query_int(const char *query, const char *key, int64_t def, int64_t lo, int64_t hi)
@@ -137,7 +158,8 @@ static json_t *run_row_json(sqlite3_stmt *st)
 }
 
 #define RUN_COLS                                                                                   \
-	"id, number, repo, ref, sha, event, workflow, name, state, conclusion, created_ms,"        \
+	"id, number, coalesce(repository, repo), ref, sha, event, workflow, name, state,"          \
+	" conclusion, created_ms,"                                                                 \
 	" started_ms, finished_ms, concurrency"
 
 static json_t *steps_json(coord *c, uint64_t job_id)
@@ -219,6 +241,27 @@ static json_t *job_row_json(sqlite3_stmt *st)
 	return j;
 }
 
+/* The environment a job deploys to, with its URL and review, or NULL. */
+static json_t *environment_json(coord *c, uint64_t job_id)
+{
+	sqlite3_stmt *st = store_q(c,
+				   "SELECT environment, env_url, approval, decided_by, decided_ms"
+				   " FROM job_gates WHERE job_id = ? AND environment IS NOT NULL",
+				   "i", (int64_t)job_id);
+	json_t *e = NULL;
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		e = json_pack("{s:s, s:s}", "name", col_text(st, 0), "url", col_text(st, 1));
+		if (sqlite3_column_type(st, 2) != SQLITE_NULL) {
+			json_object_set_new(e, "review", json_string(col_text(st, 2)));
+			if (sqlite3_column_type(st, 3) != SQLITE_NULL)
+				json_object_set_new(e, "reviewed_by", json_string(col_text(st, 3)));
+			json_object_set_new(e, "reviewed_ms", ms_or_null(st, 4));
+		}
+	}
+	store_done(st);
+	return e;
+}
+
 /* Jobs with their steps; steps are read after the jobs statement is done with. */
 static json_t *jobs_json(coord *c, uint64_t run_id)
 {
@@ -239,6 +282,9 @@ static json_t *jobs_json(coord *c, uint64_t run_id)
 		uint64_t id = (uint64_t)json_integer_value(json_object_get(j, "id"));
 		json_object_set_new(j, "steps", steps_json(c, id));
 		json_object_set_new(j, "annotations", annotations_json(c, id));
+		json_t *env = environment_json(c, id);
+		if (env)
+			json_object_set_new(j, "environment", env);
 	}
 	return jobs;
 }
@@ -283,18 +329,37 @@ static bool maybe_wait(api_req *r, uint64_t run_id)
 	return true;
 }
 
+/* GET /api/v1/runs?repo=&ref=&state=&conclusion=&event=&workflow=&limit=&offset= : newest
+   first; `total` counts every run the filters match. */
+#define RUN_FILTER                                                                                 \
+	" WHERE (?1 IS NULL OR coalesce(repository, repo) = ?1)"                                   \
+	" AND (?2 IS NULL OR ref = ?2 OR ref = 'refs/heads/' || ?2 OR ref = 'refs/tags/' || ?2)"   \
+	" AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR conclusion = ?4)"                      \
+	" AND (?5 IS NULL OR event = ?5) AND (?6 IS NULL OR workflow = ?6 OR name = ?6"            \
+	" OR workflow = '.github/workflows/' || ?6)"
+
 static void get_runs(api_req *r)
 {
 	int64_t limit = query_int(r->query, "limit", 50, 1, 500);
 	int64_t offset = query_int(r->query, "offset", 0, 0, INT64_MAX);
+	_cleanup_free_ char *repo = api_query(r, "repo"), *ref = api_query(r, "ref"),
+			    *state = api_query(r, "state"), *concl = api_query(r, "conclusion"),
+			    *event = api_query(r, "event"), *wf = api_query(r, "workflow");
 	json_t *runs = json_array();
 	sqlite3_stmt *st = store_q(r->c,
-				   "SELECT " RUN_COLS " FROM runs ORDER BY id DESC LIMIT ? OFFSET ?",
-				   "ii", limit, offset);
+				   "SELECT " RUN_COLS " FROM runs" RUN_FILTER
+				   " ORDER BY id DESC LIMIT ?7 OFFSET ?8",
+				   "ttttttii", repo, ref, state, concl, event, wf, limit, offset);
 	while (sqlite3_step(st) == SQLITE_ROW)
 		json_array_append_new(runs, run_row_json(st));
 	store_done(st);
-	api_json(r->reply, r->arg, 200, json_pack("{s:o}", "runs", runs));
+	st = store_q(r->c, "SELECT count(*) FROM runs" RUN_FILTER, "tttttt", repo, ref, state, concl,
+		     event, wf);
+	json_int_t total = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	store_done(st);
+	api_json(r->reply, r->arg, 200,
+		 json_pack("{s:o, s:I, s:I, s:I}", "runs", runs, "total", total, "limit",
+			   (json_int_t)limit, "offset", (json_int_t)offset));
 }
 
 typedef struct line_ctx {
@@ -443,7 +508,7 @@ static void get_agents(api_req *r)
 		json_array_append_new(
 			a, json_pack("{s:s, s:s, s:o, s:i, s:s, s:I}", "id", ag->id, "name",
 				     ag->name, "labels", labels, "capacity", (int)ag->capacity,
-				     "state", ag->lost ? "lost" : "online", "idle_ms",
+				     "state", ag->lost ? "lost" : ag->draining ? "draining" : "online", "idle_ms",
 				     (json_int_t)(ag->parked ? 0 : now - ag->last_seen_ms)));
 	}
 	api_json(r->reply, r->arg, 200, json_pack("{s:o}", "agents", a));
@@ -476,6 +541,95 @@ static void get_artifacts(api_req *r, uint64_t run_id)
 				     (json_int_t)sqlite3_column_int64(st, 6)));
 	store_done(st);
 	api_json(r->reply, r->arg, 200, json_pack("{s:o}", "artifacts", a));
+}
+
+/* ---- an artifact as one archive: built on the blob worker, sent whole ---- */
+
+#define MAX_DOWNLOAD (512ull << 20) /* an archive bigger than this: use `kiln download` */
+
+typedef struct download {
+	coord_reply_fn reply;
+	void *arg;
+	char manifest[65];
+	kiln_archive_format fmt;
+	char *name;
+} download;
+
+static void download_reply_error(download *d, int status, const char *msg)
+{
+	char *body = NULL;
+	json_t *v = json_pack("{s:s}", "error", msg);
+	body = json_dumps(v, JSON_COMPACT);
+	json_decref(v);
+	d->reply(d->arg, status, NULL, body, strlen(body));
+}
+
+static void download_work(coord *c, kiln_cas *cas, void *arg)
+{
+	download *d = arg;
+	kiln_manifest *m = NULL;
+	int fd = -1;
+	int r = cas ? kiln_manifest_load(cas, d->manifest, &m) : kiln_err(ESHUTDOWN, "stopping");
+	if (r == 0)
+		r = fd = kiln_scratch_fd(c->data_dir);
+	if (r >= 0)
+		r = kiln_archive_write(cas, m, fd, d->fmt, c->data_dir, NULL);
+	off_t size = r >= 0 ? lseek(fd, 0, SEEK_END) : -1;
+	if (r >= 0 && (size < 0 || (uint64_t)size > MAX_DOWNLOAD))
+		r = kiln_err(EFBIG, "artifact %s: the archive is over %llu MiB; use `kiln download`",
+			     d->name, MAX_DOWNLOAD >> 20);
+	char *body = NULL;
+	if (r >= 0) {
+		body = kiln_malloc((size_t)size + 1);
+		ssize_t n = pread(fd, body, (size_t)size, 0);
+		if (n != size)
+			r = kiln_err(EIO, "artifact %s: cannot read the archive back", d->name);
+	}
+	if (fd >= 0)
+		close(fd);
+	kiln_manifest_free(m);
+	if (r < 0) {
+		free(body);
+		download_reply_error(d, r == -EFBIG ? 413 : r == -ESHUTDOWN ? 503 : 500, kiln_errmsg());
+	} else {
+		kiln_log(KILN_LOG_INFO, "artifact %s: %lld bytes sent as %s", d->name, (long long)size,
+			 d->fmt == KILN_ARCHIVE_ZIP ? "zip" : "tar.zst");
+		d->reply(d->arg, 200, d->fmt == KILN_ARCHIVE_ZIP ? "application/zip" : "application/zstd",
+			 body, (size_t)size);
+	}
+	free(d->name);
+	free(d);
+}
+
+/* GET /api/v1/runs/ID/artifacts/NAME/download?format=tar.zst|zip */
+static void download_artifact(api_req *r, uint64_t run_id, const char *name)
+{
+	_cleanup_free_ char *fmt = api_query(r, "format");
+	if (fmt && strcmp(fmt, "zip") != 0 && strcmp(fmt, "tar.zst") != 0) {
+		api_error(r->reply, r->arg, 400, "format: tar.zst or zip");
+		return;
+	}
+	sqlite3_stmt *st = store_q(r->c,
+				   "SELECT manifest FROM artifacts WHERE run_id = ? AND name = ?"
+				   " AND expires_ms > ?",
+				   "iti", (int64_t)run_id, name, kiln_now_ms());
+	bool found = sqlite3_step(st) == SQLITE_ROW;
+	download *d = NULL;
+	if (found) {
+		d = kiln_calloc(1, sizeof *d);
+		snprintf(d->manifest, sizeof d->manifest, "%s", col_text(st, 0));
+	}
+	store_done(st);
+	if (!d) {
+		api_error(r->reply, r->arg, 404, "no artifact '%s' in run %llu", name,
+			  (unsigned long long)run_id);
+		return;
+	}
+	d->reply = r->reply;
+	d->arg = r->arg;
+	d->fmt = fmt && strcmp(fmt, "zip") == 0 ? KILN_ARCHIVE_ZIP : KILN_ARCHIVE_TAR_ZST;
+	d->name = kiln_strdup(name);
+	blobs_work(r->c, download_work, d);
 }
 
 /* Up to `max` bytes of a blob's stored zstd frame from `offset`, base64 in JSON: how the CLI
@@ -542,6 +696,14 @@ static void serve(api_req *r)
 	bool get = strcmp(m, "GET") == 0, post = strcmp(m, "POST") == 0;
 	uint64_t id;
 	/* routes of other modules: one `if (xxx_serve(r)) return;` line each */
+	if (auth_serve(r)) /* first: 401/403 before any route; then tokens and secrets */
+		return;
+	if (metrics_serve(r))
+		return;
+	if (runs_serve(r) || caches_serve(r))
+		return;
+	if (repos_serve(r) || triggers_serve(r) || hooks_serve(r)) /* repositories, triggers */
+		return;
 	if (strcmp(p, "/healthz") == 0) {
 		api_json(r->reply, r->arg, 200, json_pack("{s:s}", "status", "ok"));
 	} else if (strcmp(p, "/api/v1/runs") == 0 && post) {
@@ -558,12 +720,27 @@ static void serve(api_req *r)
 			api_error(r->reply, r->arg, 404, "no run %llu", (unsigned long long)id);
 	} else if (id && get && strcmp(tail, "/log") == 0) {
 		get_run_log(r, id);
+	} else if (id && get && strcmp(tail, "/jobs") == 0) {
+		json_t *run = run_json(r->c, id, true);
+		if (run)
+			api_json(r->reply, r->arg, 200,
+				 json_pack("{s:O}", "jobs", json_object_get(run, "jobs")));
+		else
+			api_error(r->reply, r->arg, 404, "no run %llu", (unsigned long long)id);
+		json_decref(run);
 	} else if (id && get && strcmp(tail, "/artifacts") == 0) {
 		get_artifacts(r, id);
+	} else if (id && get && strncmp(tail, "/artifacts/", 11) == 0 &&
+		   strlen(tail) > 20 && strcmp(tail + strlen(tail) - 9, "/download") == 0) {
+		_cleanup_free_ char *enc = strndup(tail + 11, strlen(tail) - 11 - 9);
+		_cleanup_free_ char *name = url_decode(enc);
+		download_artifact(r, id, name);
 	} else if ((id = path_id(p, "/api/v1/jobs", &tail)) && get && !*tail) {
 		get_job(r, id);
 	} else if (id && get && strcmp(tail, "/log") == 0) {
 		get_job_log(r, id);
+	} else if (id && get && strcmp(tail, "/steps") == 0) {
+		api_json(r->reply, r->arg, 200, json_pack("{s:o}", "steps", steps_json(r->c, id)));
 	} else if (strcmp(p, "/api/v1/agents") == 0 && get) {
 		get_agents(r);
 	} else if (strncmp(p, "/api/v1/blobs/", 14) == 0 && get) {

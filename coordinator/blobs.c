@@ -38,6 +38,7 @@ typedef struct upload {
 } upload;
 
 typedef struct blob_job {
+	blobs_work_fn work; /* other work for the worker (then ctx and req are NULL) */
 	bus_ctx *ctx;
 	Kiln__Request *req;
 	blobs_done_fn done; /* for commits: runs on the core thread after the check */
@@ -336,6 +337,11 @@ static void commit_on_core(coord *c, void *arg)
 
 static void run_job(blobs *b, blob_job *j)
 {
+	if (j->work) {
+		j->work(b->c, b->cas, j->arg);
+		free(j);
+		return;
+	}
 	Kiln__Request *req = j->req;
 	switch (req->body_case) {
 	case KILN__REQUEST__BODY_BLOB_FIND_MISSING:
@@ -412,6 +418,27 @@ void blobs_request(coord *c, bus_ctx *ctx, Kiln__Request *req, blobs_done_fn don
 	j->ctx = ctx;
 	j->req = req;
 	j->done = done;
+	j->arg = arg;
+	if (b->tail)
+		b->tail->next = j;
+	else
+		b->head = j;
+	b->tail = j;
+	pthread_cond_signal(&b->cv);
+	pthread_mutex_unlock(&b->mu);
+}
+
+void blobs_work(coord *c, blobs_work_fn fn, void *arg)
+{
+	blobs *b = c->blobs;
+	pthread_mutex_lock(&b->mu);
+	if (b->stop || !b->started) {
+		pthread_mutex_unlock(&b->mu);
+		fn(c, NULL, arg);
+		return;
+	}
+	blob_job *j = kiln_calloc(1, sizeof *j);
+	j->work = fn;
 	j->arg = arg;
 	if (b->tail)
 		b->tail->next = j;

@@ -5,11 +5,15 @@
  * message size) and posted to the core thread, which answers through
  * bus_reply() now or later. After the answer is sent the context goes back
  * to listening, or to a free list when enough are listening already.
+ * A tls+tcp:// address takes its certificate from the tls_cert/tls_key
+ * settings and, with tls_ca, asks agents for a certificate that CA signed.
  */
 #include "coordinator/internal.h"
 
 #include <errno.h>
 #include <string.h>
+
+#include <nng/supplemental/tls/tls.h>
 
 #define BUS_LISTENERS 4
 
@@ -211,6 +215,16 @@ int bus_start(coord *c)
 	nng_socket_set_size(b->sock, NNG_OPT_RECVMAXSZ, c->cfg.max_message);
 	nng_pipe_notify(b->sock, NNG_PIPE_EV_REM_POST, pipe_event, b);
 	r = nng_listener_create(&b->listener, b->sock, c->bus_url);
+	if (r == 0 && strncmp(c->bus_url, "tls+tcp://", 10) == 0) {
+		nng_tls_config *tls = NULL;
+		int e = coord_tls_config(c, true, &tls);
+		if (e < 0) {
+			_cleanup_free_ char *why = kiln_strdup(kiln_errmsg());
+			return kiln_err(-e, "bus: %s: %s", c->bus_url, why);
+		}
+		r = nng_listener_set_ptr(b->listener, NNG_OPT_TLS_CONFIG, tls);
+		nng_tls_config_free(tls); /* the listener holds it */
+	}
 	if (r == 0)
 		r = nng_listener_start(b->listener, 0);
 	if (r != 0)

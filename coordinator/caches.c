@@ -10,6 +10,7 @@
 #include "coordinator/internal.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_KEY 512      /* GitHub's limit */
@@ -118,6 +119,7 @@ static void cache_lookup(coord *c, bus_ctx *ctx, Kiln__CacheLookup *cl)
 				find_entry(c, repo, scopes[s], cl->version, cl->keys[i], false, &lr);
 		}
 	}
+	metrics_cache_lookup(c, lr.found);
 	Kiln__Response resp = KILN__RESPONSE__INIT;
 	resp.body_case = KILN__RESPONSE__BODY_CACHE_LOOKUP;
 	resp.cache_lookup = &lr;
@@ -341,4 +343,64 @@ bool caches_request(coord *c, bus_ctx *ctx, Kiln__Request *req)
 		reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "unknown request");
 		return false;
 	}
+}
+
+/* ---- the API: GET /api/v1/caches?repo=R&key=PREFIX, DELETE /api/v1/caches/ID ---- */
+
+bool caches_serve(api_req *r)
+{
+	coord *c = r->c;
+	if (strcmp(r->path, "/api/v1/caches") == 0 && strcmp(r->method, "GET") == 0) {
+		_cleanup_free_ char *repo = api_query(r, "repo"), *key = api_query(r, "key");
+		int64_t limit = api_query_int(r, "limit", 100, 1, 1000);
+		int64_t offset = api_query_int(r, "offset", 0, 0, INT64_MAX);
+		json_t *list = json_array();
+		sqlite3_stmt *st = store_q(c,
+					   "SELECT id, repo, scope, key, version, size, created_ms,"
+					   " used_ms FROM caches WHERE (?1 IS NULL OR repo = ?1)"
+					   " AND (?2 IS NULL OR substr(key, 1, length(?2)) = ?2)"
+					   " ORDER BY used_ms DESC, id DESC LIMIT ?3 OFFSET ?4",
+					   "ttii", repo, key, limit, offset);
+		while (sqlite3_step(st) == SQLITE_ROW)
+			json_array_append_new(
+				list, json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "id",
+						(json_int_t)sqlite3_column_int64(st, 0), "repo",
+						col_text(st, 1), "scope", col_text(st, 2), "key",
+						col_text(st, 3), "version", col_text(st, 4), "size",
+						(json_int_t)sqlite3_column_int64(st, 5), "created_ms",
+						(json_int_t)sqlite3_column_int64(st, 6), "used_ms",
+						(json_int_t)sqlite3_column_int64(st, 7)));
+		store_done(st);
+		st = store_q(c,
+			     "SELECT count(*), coalesce(sum(size), 0) FROM caches WHERE"
+			     " (?1 IS NULL OR repo = ?1) AND (?2 IS NULL OR substr(key, 1, length(?2)) = ?2)",
+			     "tt", repo, key);
+		json_int_t n = 0, bytes = 0;
+		if (sqlite3_step(st) == SQLITE_ROW) {
+			n = sqlite3_column_int64(st, 0);
+			bytes = sqlite3_column_int64(st, 1);
+		}
+		store_done(st);
+		api_json(r->reply, r->arg, 200,
+			 json_pack("{s:o, s:I, s:I}", "caches", list, "total", n, "bytes", bytes));
+		return true;
+	}
+	if (strncmp(r->path, "/api/v1/caches/", 15) == 0 && strcmp(r->method, "DELETE") == 0) {
+		char *end;
+		long long id = strtoll(r->path + 15, &end, 10);
+		if (*end || id <= 0) {
+			api_error(r->reply, r->arg, 400, "DELETE /api/v1/caches/ID");
+			return true;
+		}
+		store_x(c, "DELETE FROM caches WHERE id = ?", "i", (int64_t)id);
+		if (sqlite3_changes(c->db) > 0) {
+			kiln_log(KILN_LOG_INFO, "cache entry %lld deleted by %s", id,
+				 r->who[0] ? r->who : "local");
+			api_json(r->reply, r->arg, 200, json_pack("{s:I}", "deleted", (json_int_t)id));
+		} else {
+			api_error(r->reply, r->arg, 404, "no cache entry %lld", id);
+		}
+		return true;
+	}
+	return false;
 }

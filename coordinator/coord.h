@@ -6,6 +6,7 @@
 #ifndef KILN_COORD_H
 #define KILN_COORD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,17 @@ typedef struct coord_config {
 	int64_t cache_max_idle_ms; /* an entry unused this long goes (default 7 days) */
 	int artifact_retention_days; /* when a job asks for none (default 90) */
 	int64_t gc_interval_ms;   /* a garbage-collection pass this often (default 1 day) */
+	const char *public_url;   /* the coordinator's URL as users reach it, for links in commit
+	                             statuses and notifications; NULL = the HTTP URL */
+	const char *forge_ca;     /* CA bundle for outgoing HTTPS (default the system's) */
+	int64_t forge_retry_ms;   /* first retry of a failed delivery; doubles (default 1 s) */
+	int64_t forge_give_up_ms; /* a delivery failing this long is dropped (default 24 h) */
+	const char *tls_cert;     /* PEM certificate (chain) for tls+tcp:// and https:// */
+	const char *tls_key;      /* its PEM private key */
+	const char *tls_ca;       /* when set, bus clients must present a certificate it signed */
+	bool anonymous_read;      /* API reads without a token (default off) */
+	int require_agent_token;  /* agents register with a token: 0 once a registration token
+	                             exists (default), 1 always, -1 never (open registration) */
 } coord_config;
 
 #define COORD_CONFIG_INIT {.poll_timeout_ms = 25000, .lost_after_ms = 15000, .retries = 1}
@@ -55,9 +67,21 @@ typedef struct coord_gc_stats {
    were already unreferenced grace_ms ago (0: now). */
 int coord_gc(const coord_config *cfg, int64_t now_ms, int64_t grace_ms, coord_gc_stats *st);
 
+typedef struct coord_backup_stats {
+	uint64_t pages, page_size; /* of the copy */
+	bool key;                  /* DATA/secret.key was copied to FILE.key */
+} coord_backup_stats;
+
+/* Copies cfg's store (DATA/kiln.db) to dest with SQLite's online backup API, consistent
+   while a coordinator runs, through a temporary file and rename (0600); and DATA/secret.key
+   to dest.key (0600). st may be NULL. See coordinator/backup.c. */
+int coord_backup(const coord_config *cfg, const char *dest, coord_backup_stats *st);
+
 /* Called with the answer to an API request: HTTP status, the body's content type (NULL:
-   application/json) and the body, NUL-terminated (owned by the callee). */
-typedef void (*coord_reply_fn)(void *arg, int status, const char *content_type, char *body);
+   application/json) and the body, len bytes (owned by the callee; text is NUL-terminated
+   too, binary bodies such as an artifact's archive may hold NULs). */
+typedef void (*coord_reply_fn)(void *arg, int status, const char *content_type, char *body,
+			       size_t len);
 
 /* Serves one API request (the same handlers as HTTP /api/v1/…): path like "/api/v1/runs",
    query without '?', body JSON text or NULL. In-process callers (`kiln run`, tests) are

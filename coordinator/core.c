@@ -71,6 +71,7 @@ static void *core_main(void *arg)
 		if (now >= c->next_tick_ms) {
 			pthread_mutex_unlock(&c->mu);
 			sched_tick(c, now);
+			triggers_tick(c, now);
 			api_expire(c, now, false);
 			pthread_mutex_lock(&c->mu);
 			c->next_tick_ms = now + 250;
@@ -175,8 +176,7 @@ int coord_start(const coord_config *cfg, coord **out)
 	int r = kiln_mkdir_p(logs, 0750);
 	if (r < 0)
 		goto fail;
-	_cleanup_free_ char *keyfile = kiln_asprintf("%s/secret.key", c->data_dir);
-	r = kiln_key_load(keyfile, true, &c->key);
+	r = secrets_key_load(c->data_dir, &c->key);
 	if (r < 0)
 		goto fail;
 	r = store_open(c);
@@ -185,6 +185,8 @@ int coord_start(const coord_config *cfg, coord **out)
 	sched_load(c);
 	r = blobs_start(c);
 	if (r < 0)
+		goto fail;
+	if ((r = forge_start(c)) < 0 || (r = metrics_start(c)) < 0)
 		goto fail;
 	/* the listeners come up before the core thread, which is then the only user of state */
 	c->bus_url = kiln_strdup(cfg->listen);
@@ -252,6 +254,7 @@ void coord_free(coord *c)
 	http_stop(c);
 	bus_close(c);
 	blobs_stop(c); /* what it finishes may still post to the core thread */
+	forge_stop(c); /* likewise */
 	if (c->core_running) {
 		core_post(c, stop_on_core, NULL);
 		pthread_mutex_lock(&c->mu);
@@ -260,6 +263,8 @@ void coord_free(coord *c)
 		pthread_mutex_unlock(&c->mu);
 		pthread_join(c->core_thread, NULL);
 	}
+	forge_free(c);
+	metrics_stop(c);
 	bus_free(c);
 	blobs_free(c);
 	while (c->logs) {
@@ -278,6 +283,7 @@ void coord_free(coord *c)
 		kiln_strv_free(&a->labels);
 		free(a);
 	}
+	triggers_free(c);
 	store_close(c);
 	pthread_mutex_destroy(&c->mu);
 	pthread_cond_destroy(&c->cv);
@@ -371,9 +377,10 @@ typedef struct sync_wait {
 	char *body;
 } sync_wait;
 
-static void sync_reply(void *arg, int status, const char *content_type, char *body)
+static void sync_reply(void *arg, int status, const char *content_type, char *body, size_t len)
 {
 	(void)content_type;
+	(void)len;
 	sync_wait *w = arg;
 	pthread_mutex_lock(&w->mu);
 	w->status = status;

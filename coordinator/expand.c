@@ -229,6 +229,20 @@ int coord_expand_job(coord *c, uint64_t job_id, json_t *contexts)
 			r = eval_flag(json_object_get(spec, "cancel_in_progress"), &ix, false, &cip);
 		_cleanup_free_ char *group_s = group ? kiln_expr_to_string(group) : NULL;
 		json_decref(group);
+		/* the environment it deploys to, and its URL (which may use steps' outputs: kept
+		   as written when it does not evaluate here) */
+		char *env_s = NULL, *env_url = NULL;
+		if (r == 0 && json_object_get(spec, "environment")) {
+			json_t *ev = NULL;
+			r = coord_eval_tree(json_object_get(spec, "environment"), &ix, &ev);
+			env_s = r == 0 ? kiln_expr_to_string(ev) : NULL;
+			json_decref(ev);
+			const char *u = json_string_value(json_object_get(spec, "environment_url"));
+			if (u && kiln_expr_interpolate(u, &ix, &env_url) < 0) {
+				free(env_url);
+				env_url = kiln_strdup(u);
+			}
+		}
 		if (r == 0) {
 			/* runs-on may have become one string, or a list with a list inside */
 			json_t *flat = json_array();
@@ -253,6 +267,7 @@ int coord_expand_job(coord *c, uint64_t job_id, json_t *contexts)
 			_cleanup_free_ char *mx = combo ? json_dumps(combo, JSON_COMPACT) : NULL;
 			_cleanup_free_ char *sg = json_dumps(strategy, JSON_COMPACT);
 			json_decref(flat);
+			int64_t instance = job_id;
 			if (i == 0) {
 				store_x(c,
 					"UPDATE jobs SET name = ?, runs_on = ?, matrix = ?, strategy = ?,"
@@ -275,9 +290,14 @@ int coord_expand_job(coord *c, uint64_t job_id, json_t *contexts)
 					"INSERT INTO steps(job_id, idx, name) SELECT ?, idx, name FROM steps"
 					" WHERE job_id = ?",
 					"ii", nid, (int64_t)job_id);
+				instance = nid;
 			}
+			if (env_s && *env_s)
+				gates_record_env(c, instance, env_s, env_url ? env_url : "");
 		}
 		free(name);
+		free(env_s);
+		free(env_url);
 		json_decref(labels);
 		json_decref(strategy);
 		json_decref(ictx);

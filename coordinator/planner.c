@@ -19,10 +19,12 @@
 #include "common/expr.h"
 #include "common/git.h"
 #include "common/matrix.h"
+#include "common/trigger.h"
 #include "common/workflow.h"
 
 #define MAX_WORKFLOW_BYTES (1u << 20)
 #define MAX_WORKFLOWS 64
+#define MAX_CHANGED_PATHS 3000 /* past this, paths filters hold (GitHub: past 300) */
 
 typedef struct plan {
 	coord *c;
@@ -39,6 +41,14 @@ typedef struct plan {
 	json_t *files;
 	char *mirror;
 	size_t calls; /* reusable workflows called so far in this run */
+	/* a trigger's plan (triggers.c): what `on:` is matched against */
+	trig_req *t;
+	kiln_trigger kt;
+	kiln_strv changed;           /* files the event changed, once computed */
+	bool changed_done, changed_known;
+	bool collect;                /* at the default branch: record schedules and listeners */
+	json_t *inputs;              /* workflow_dispatch: the inputs context */
+	kiln_strv skipped;           /* workflow files that did not parse */
 } plan;
 
 #define MAX_CALL_DEPTH 9 /* GitHub: ten levels of workflows, the caller and nine called */
@@ -201,6 +211,11 @@ static json_t *job_json(const kiln_workflow *wf, const kiln_job *j, const char *
 		if (j->concurrency_def.cancel_in_progress)
 			json_object_set_new(spec, "cancel_in_progress",
 					    json_string(j->concurrency_def.cancel_in_progress));
+	}
+	if (j->environment_name) { /* evaluated per instance (expand.c): it may use matrix */
+		json_object_set_new(spec, "environment", json_string(j->environment_name));
+		if (j->environment_url)
+			json_object_set_new(spec, "environment_url", json_string(j->environment_url));
 	}
 	if (name_prefix)
 		json_object_set_new(spec, "name_prefix", json_string(name_prefix));
@@ -380,6 +395,8 @@ static void mark_needed(const kiln_workflow *wf, const char *id, bool *keep)
 	}
 }
 
+static int trigger_accepts(plan *p, const char *path, const kiln_workflow *wf);
+
 /* Plans one workflow file; one that the event does not trigger is skipped, unless it was
    asked for by name (as a manual dispatch would). */
 static int plan_workflow(plan *p, const char *path, const char *text, size_t len, const char *job,
@@ -389,7 +406,13 @@ static int plan_workflow(plan *p, const char *path, const char *text, size_t len
 	int r = kiln_workflow_parse(path, text, len, &wf);
 	if (r < 0)
 		return r;
-	if (!named && !kiln_workflow_triggers(wf, p->event)) {
+	if (p->t) {
+		r = trigger_accepts(p, path, wf);
+		if (r <= 0) {
+			kiln_workflow_free(wf);
+			return r;
+		}
+	} else if (!named && !kiln_workflow_triggers(wf, p->event)) {
 		kiln_workflow_free(wf);
 		return 0;
 	}
@@ -451,6 +474,8 @@ static int plan_fail(plan *p, int status, const char *msg)
 	return -1;
 }
 
+static int plan_dirs(plan *p, const char *want, const char *job);
+
 static int plan_from_git(plan *p, const char *want, const char *job)
 {
 	_cleanup_free_ char *mirrors = kiln_asprintf("%s/mirrors", p->c->data_dir);
@@ -468,6 +493,16 @@ static int plan_from_git(plan *p, const char *want, const char *job)
 		free(p->ref);
 		p->ref = full;
 	}
+	return plan_dirs(p, want, job);
+}
+
+/* Plans the workflow files at p->sha in the mirror: .kiln/workflows when it has any, else
+   .github/workflows. For a trigger, a file that does not parse is skipped (and named in the
+   delivery's message) unless it was asked for by name. */
+static int plan_dirs(plan *p, const char *want, const char *job)
+{
+	const char *mirror = p->mirror;
+	const char *sha = p->sha;
 	static const char *const dirs[] = {".kiln/workflows", ".github/workflows"};
 	for (size_t d = 0; d < KILN_ARRAY_SIZE(dirs); d++) {
 		kiln_strv names = {0};
@@ -487,13 +522,24 @@ static int plan_from_git(plan *p, const char *want, const char *job)
 			size_t len = 0;
 			if (kiln_git_read_file(mirror, sha, path, MAX_WORKFLOW_BYTES, &text, &len) < 0 ||
 			    plan_workflow(p, path, text, len, job, want && *want) < 0) {
+				if (p->t && !(want && *want) && p->status < 300) {
+					kiln_strv_push(&p->skipped, kiln_errmsg());
+					continue;
+				}
 				kiln_strv_free(&names);
-				return plan_fail(p, 422, kiln_errmsg());
+				return p->status >= 300 ? -1 : plan_fail(p, 422, kiln_errmsg());
 			}
 		}
 		kiln_strv_free(&names);
 		if (found)
 			return 0;
+	}
+	if (p->t && !(want && *want))
+		return 0; /* a repository without workflows starts nothing */
+	if (want && *want) {
+		_cleanup_free_ char *msg = kiln_asprintf(
+			"no workflow file '%s' in .kiln/workflows or .github/workflows at %s", want, sha);
+		return plan_fail(p, 422, msg);
 	}
 	return plan_fail(p, 422, "no workflow files found in .kiln/workflows or .github/workflows");
 }
@@ -591,6 +637,261 @@ void planner_submit(coord *c, json_t *body, coord_reply_fn reply, void *arg)
 	pthread_attr_destroy(&attr);
 }
 
+/* ---- triggers (triggers.c hands them over) ------------------------------------------- */
+
+/* The files the event changed, computed once: NULL when unknown (then paths filters hold). */
+static const kiln_strv *changed_paths(plan *p)
+{
+	if (p->changed_done)
+		return p->changed_known ? &p->changed : NULL;
+	p->changed_done = true;
+	trig_event *e = &p->t->ev;
+	_cleanup_free_ char *def = kiln_asprintf("refs/heads/%s", p->t->default_branch);
+	const char *base = NULL;
+	bool mb = true;
+	if (strcmp(e->event, "push") == 0) {
+		if (e->before && *e->before) {
+			base = e->before;
+			mb = false;
+		} else if (strcmp(p->ref, def) != 0) {
+			base = def; /* a new branch: what it has that the default branch has not */
+		}
+	} else if (strcmp(e->event, "pull_request") == 0) {
+		base = e->before && *e->before ? e->before : NULL;
+		if (!base)
+			return NULL;
+	} else {
+		return NULL;
+	}
+	int r = kiln_git_changed_paths(p->mirror, base, p->sha, mb, MAX_CHANGED_PATHS, &p->changed);
+	if (r == -ENOENT && base != def && strcmp(e->event, "push") == 0) {
+		/* the old tip is gone (a force push): compare with the default branch */
+		kiln_strv_free(&p->changed);
+		r = kiln_git_changed_paths(p->mirror, def, p->sha, true, MAX_CHANGED_PATHS,
+					   &p->changed);
+	}
+	if (r < 0) {
+		kiln_log(KILN_LOG_INFO, "%s at %s: paths filters hold: %s", p->t->repo_name, p->sha,
+			 kiln_errmsg());
+		return NULL;
+	}
+	p->changed_known = true;
+	return &p->changed;
+}
+
+/* workflow_dispatch's payload inputs are strings, as GitHub sends them. */
+static json_t *inputs_as_strings(json_t *inputs)
+{
+	json_t *o = json_object();
+	const char *k;
+	json_t *v;
+	json_object_foreach(inputs, k, v)
+	{
+		if (json_is_string(v))
+			json_object_set(o, k, v);
+		else if (json_is_boolean(v))
+			json_object_set_new(o, k, json_string(json_is_true(v) ? "true" : "false"));
+		else {
+			char *s = json_dumps(v, JSON_ENCODE_ANY);
+			json_object_set_new(o, k, json_string(s ? s : ""));
+			free(s);
+		}
+	}
+	return o;
+}
+
+/* 1 when the trigger starts workflow wf, 0 when not, <0 (after plan_fail) to refuse. Also
+   records, at the default branch, the workflow's schedules and workflow_run listening. */
+static int trigger_accepts(plan *p, const char *path, const kiln_workflow *wf)
+{
+	trig_event *e = &p->t->ev;
+	if (p->collect) {
+		const kiln_event *s = kiln_workflow_event(wf, "schedule");
+		for (size_t i = 0; s && i < s->nschedules; i++)
+			json_array_append_new(p->t->triggers,
+					      json_pack("[s, s, s]", path, "cron", s->schedules[i].cron));
+		if (kiln_workflow_event(wf, "workflow_run"))
+			json_array_append_new(p->t->triggers,
+					      json_pack("[s, s, s]", path, "workflow_run", ""));
+	}
+	if (strcmp(e->event, "refresh") == 0)
+		return 0;
+	if (strcmp(e->event, "workflow_dispatch") == 0) {
+		if (!kiln_workflow_event(wf, "workflow_dispatch")) {
+			_cleanup_free_ char *msg =
+				kiln_asprintf("%s has no workflow_dispatch trigger", path);
+			return plan_fail(p, 422, msg);
+		}
+		json_t *ctx = NULL;
+		if (kiln_trigger_dispatch_inputs(kiln_workflow_event(wf, "workflow_dispatch"),
+						 e->inputs, &ctx) < 0) {
+			_cleanup_free_ char *msg = kiln_asprintf("%s: %s", path, kiln_errmsg());
+			return plan_fail(p, 422, msg);
+		}
+		json_decref(p->inputs);
+		p->inputs = ctx;
+		json_decref(e->payload);
+		e->payload = json_pack("{s:o, s:s, s:{s:s}, s:{s:s}, s:s}", "inputs",
+				       inputs_as_strings(ctx), "ref", p->ref, "repository",
+				       "full_name", p->t->repo_name, "sender", "login",
+				       e->actor ? e->actor : "kiln", "workflow", path);
+		return 1;
+	}
+	if (strcmp(e->event, "schedule") == 0) {
+		const kiln_event *s = kiln_workflow_event(wf, "schedule");
+		for (size_t i = 0; s && i < s->nschedules; i++)
+			if (strcmp(s->schedules[i].cron, e->cron) == 0)
+				return 1;
+		return 0; /* the schedule left the workflow since */
+	}
+	const kiln_event *ev = kiln_workflow_event(wf, e->event);
+	if (ev && (ev->filters & (KILN_FILTER_PATHS | KILN_FILTER_PATHS_IGNORE)))
+		p->kt.paths = changed_paths(p);
+	const char *why = NULL;
+	bool ok = kiln_trigger_match(wf, &p->kt, &why);
+	kiln_log(KILN_LOG_DEBUG, "%s %s at %s: %s %s%s", p->t->repo_name, e->event, p->sha, path,
+		 ok ? "triggered" : "not triggered: ", ok ? "" : why);
+	return ok ? 1 : 0;
+}
+
+static bool skip_ci(plan *p)
+{
+	trig_event *e = &p->t->ev;
+	if (strcmp(e->event, "push") != 0 && strcmp(e->event, "pull_request") != 0)
+		return false;
+	if (!e->message) {
+		char *m = NULL;
+		if (kiln_git_commit_message(p->mirror, p->sha, 64 << 10, &m) == 0)
+			e->message = m;
+	}
+	return kiln_trigger_skip_ci(e->message);
+}
+
+static void *trigger_main(void *arg)
+{
+	plan *p = arg;
+	trig_req *t = p->t;
+	trig_event *e = &t->ev;
+	/* declared before the first `goto out`: a jump past a cleanup variable's
+	   initialisation would free garbage */
+	_cleanup_free_ char *mirrors = kiln_asprintf("%s/mirrors", p->c->data_dir);
+	_cleanup_free_ char *def = kiln_asprintf("refs/heads/%s", t->default_branch);
+	p->runs = json_array();
+	p->status = 201;
+	if (t->payload_text) {
+		json_error_t jerr;
+		json_t *pl = json_loads(t->payload_text, 0, &jerr);
+		const char *why = NULL;
+		int r = triggers_parse(t->forge, t->hook_event, pl, e, &why);
+		json_decref(pl);
+		free(t->payload_text);
+		t->payload_text = NULL;
+		if (r < 0) {
+			plan_fail(p, 400, kiln_errmsg());
+			goto out;
+		}
+		if (r == 1) {
+			p->status = 200;
+			p->error = kiln_strdup(why);
+			goto out;
+		}
+	}
+	kiln_git_auth auth = {NULL, t->token};
+	kiln_git_fetch_opts fo = {.auth = &auth};
+	int r = kiln_mkdir_p(mirrors, 0750);
+	if (r == 0)
+		r = kiln_git_mirror_ex(mirrors, t->url, e->sha, &fo, &p->mirror);
+	if (r == -ENOENT && e->sha && e->fetch_ref) {
+		fo.extra_ref = e->fetch_ref; /* a pull request's head, from a fork */
+		r = kiln_git_mirror_ex(mirrors, t->url, e->sha, &fo, &p->mirror);
+	}
+	if (r < 0) {
+		t->retry = t->delivery_id != 0;
+		plan_fail(p, 502, kiln_errmsg());
+		goto out;
+	}
+	if (!e->ref)
+		e->ref = kiln_strdup(def);
+	char *full = NULL;
+	if (!e->sha) {
+		char sha[41];
+		if (kiln_git_resolve(p->mirror, e->ref, sha) < 0) {
+			plan_fail(p, 422, kiln_errmsg());
+			goto out;
+		}
+		e->sha = kiln_strdup(sha);
+		if (kiln_git_full_ref(p->mirror, e->ref, &full) == 0 && full) {
+			free(e->ref);
+			e->ref = full;
+		}
+	}
+	free(p->ref);
+	free(p->sha);
+	free(p->event);
+	p->ref = kiln_strdup(e->ref);
+	p->sha = kiln_strdup(e->sha);
+	p->event = kiln_strdup(e->event);
+	if (skip_ci(p)) {
+		p->status = 200;
+		p->error = kiln_strdup("skipped: the head commit's message asks to skip CI");
+		goto out;
+	}
+	bool pr = strcmp(e->event, "pull_request") == 0;
+	p->kt = (kiln_trigger){.event = e->event,
+			       .ref = pr || strcmp(e->event, "workflow_run") == 0 ? e->base_ref
+										 : e->ref,
+			       .action = e->action,
+			       .workflow = e->trigger_workflow};
+	/* the default branch's tip: its schedules and workflow_run listeners are the ones */
+	if (strcmp(p->ref, def) == 0 && !pr) {
+		char tip[41];
+		if (kiln_git_resolve(p->mirror, def, tip) == 0 && strcmp(tip, p->sha) == 0) {
+			p->collect = true;
+			t->triggers = json_array();
+		}
+	}
+	if (plan_dirs(p, e->workflow, NULL) < 0)
+		goto out;
+	if (json_array_size(p->runs) == 0) {
+		p->status = 200;
+		kiln_buf b = {0};
+		kiln_buf_printf(&b, "no workflow is triggered by %s", e->event);
+		for (size_t i = 0; i < p->skipped.n; i++)
+			kiln_buf_printf(&b, "; skipped %s", p->skipped.v[i]);
+		p->error = kiln_buf_steal(&b);
+	} else if (p->skipped.n) {
+		kiln_buf b = {0};
+		for (size_t i = 0; i < p->skipped.n; i++)
+			kiln_buf_printf(&b, "%sskipped %s", i ? "; " : "", p->skipped.v[i]);
+		p->error = kiln_buf_steal(&b);
+	}
+out:
+	core_post(p->c, write_runs, p);
+	return NULL;
+}
+
+void planner_trigger(coord *c, trig_req *t)
+{
+	plan *p = kiln_calloc(1, sizeof *p);
+	p->c = c;
+	p->t = t;
+	p->repo = kiln_strdup(t->url);
+	p->body = json_object();
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_t th;
+	pthread_mutex_lock(&c->mu);
+	c->planners++;
+	pthread_mutex_unlock(&c->mu);
+	if (c->draining || pthread_create(&th, &attr, trigger_main, p) != 0) {
+		t->retry = t->delivery_id != 0;
+		plan_fail(p, 503, c->draining ? "shutting down" : "cannot start a planner");
+		write_runs(c, p); /* takes the planner off again */
+	}
+	pthread_attr_destroy(&attr);
+}
+
 static uint64_t insert_run(coord *c, plan *p, json_t *run)
 {
 	int64_t now = kiln_now_ms();
@@ -607,12 +908,31 @@ static uint64_t insert_run(coord *c, plan *p, json_t *run)
 		json_string_value(json_object_get(run, "workflow")),
 		json_string_value(json_object_get(run, "name")), (int64_t)p->worktree, now);
 	uint64_t run_id = (uint64_t)sqlite3_last_insert_rowid(c->db);
+	if (p->t) {
+		trig_event *e = &p->t->ev;
+		char *payload = e->payload ? json_dumps(e->payload, JSON_COMPACT) : NULL;
+		char *inputs = p->inputs ? json_dumps(p->inputs, JSON_COMPACT) : NULL;
+		store_x(c,
+			"UPDATE runs SET repo_id = ?, repository = ?, payload = ?, fork = ?,"
+			" pr_number = ?, head_message = ?, actor = ?, inputs = ?, delivery_id = ?,"
+			" wr_state = 0, depth = ? WHERE id = ?",
+			"ittiitttiii", p->t->repo_id, p->t->repo_name, payload, (int64_t)e->fork,
+			e->pr_number ? e->pr_number : (int64_t)0, e->message, e->actor, inputs,
+			p->t->delivery_id, (int64_t)e->depth, (int64_t)run_id);
+		if (!e->pr_number)
+			store_x(c, "UPDATE runs SET pr_number = NULL WHERE id = ?", "i",
+				(int64_t)run_id);
+		free(payload);
+		free(inputs);
+	}
 	/* run-name and the workflow's concurrency group, evaluated once for the run */
 	const char *wfname = json_string_value(json_object_get(run, "name"));
 	json_t *ctx = json_pack("{s:o, s:{}, s:{}}", "github",
 			coord_github_context(run_id, number, 1, p->repo, p->sha ? p->sha : "", p->ref,
 					     p->event, wfname, ""),
 			"inputs", "vars");
+	if (p->t)
+		coord_run_contexts(c, run_id, ctx);
 	kiln_expr_ctx x = {.contexts = ctx};
 	const char *run_name = json_string_value(json_object_get(run, "run_name"));
 	char *shown = NULL;
@@ -662,6 +982,35 @@ static uint64_t insert_run(coord *c, plan *p, json_t *run)
 	return run_id;
 }
 
+/* A trigger's runs: written with the delivery's outcome in one transaction. */
+static void write_trigger(coord *c, plan *p)
+{
+	trig_req *t = p->t;
+	uint64_t ids[MAX_WORKFLOWS];
+	size_t n = 0;
+	t->status = p->status;
+	t->error = p->error;
+	p->error = NULL;
+	store_begin(c);
+	size_t i;
+	json_t *run;
+	if (p->status < 300)
+		json_array_foreach(p->runs, i, run)
+		{
+			if (n < MAX_WORKFLOWS)
+				ids[n++] = insert_run(c, p, run);
+		}
+	triggers_record(c, t, ids, n);
+	store_commit(c);
+	for (size_t k = 0; k < n; k++) {
+		kiln_log(KILN_LOG_INFO, "run %llu created for %s %s at %s (%s)",
+			 (unsigned long long)ids[k], t->repo_name, p->event, p->sha,
+			 p->ref ? p->ref : "");
+		sched_advance_run(c, ids[k]);
+	}
+	triggers_done(c, t, ids, n);
+}
+
 static void write_runs(coord *c, void *arg)
 {
 	plan *p = arg;
@@ -669,7 +1018,9 @@ static void write_runs(coord *c, void *arg)
 	if (c->planners > 0 && --c->planners == 0)
 		pthread_cond_broadcast(&c->idle_cv);
 	pthread_mutex_unlock(&c->mu);
-	if (p->status >= 300) {
+	if (p->t) {
+		write_trigger(c, p);
+	} else if (p->status >= 300) {
 		api_error(p->reply, p->arg, p->status, "%s", p->error ? p->error : "cannot plan");
 	} else {
 		uint64_t ids[MAX_WORKFLOWS];
@@ -709,5 +1060,8 @@ static void write_runs(coord *c, void *arg)
 	free(p->sha);
 	free(p->event);
 	free(p->mirror);
+	kiln_strv_free(&p->changed);
+	kiln_strv_free(&p->skipped);
+	json_decref(p->inputs);
 	free(p);
 }

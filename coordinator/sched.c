@@ -91,7 +91,8 @@ void sched_load(coord *c)
 {
 	int64_t now = kiln_now_ms();
 	sqlite3_stmt *st =
-		store_q(c, "SELECT id, name, labels, capacity, session_digest FROM agents", NULL);
+		store_q(c, "SELECT id, name, labels, capacity, session_digest, disabled FROM agents",
+			NULL);
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		coord_agent *a = kiln_calloc(1, sizeof *a);
 		a->id = kiln_strdup(col_text(st, 0));
@@ -99,6 +100,7 @@ void sched_load(coord *c)
 		labels_from_json(&a->labels, col_text(st, 2));
 		a->capacity = (uint32_t)sqlite3_column_int(st, 3);
 		a->session_digest = kiln_strdup(col_text(st, 4));
+		a->disabled = sqlite3_column_int(st, 5) != 0;
 		/* every agent gets a full lost_after_ms to come back after a restart */
 		a->last_seen_ms = now;
 		a->next = c->agents;
@@ -144,7 +146,8 @@ static uint64_t find_ready_job(coord *c, const coord_agent *a)
 	sqlite3_stmt *st = store_q(c,
 				   "SELECT id, runs_on, run_id, key,"
 				   " coalesce(json_extract(strategy, '$.\"max-parallel\"'), 0)"
-				   " FROM jobs WHERE state = 'queued' AND ready = 1 ORDER BY ready_ms, id",
+				   " FROM jobs WHERE state = 'queued' AND ready = 1" GATES_READY_SQL
+				   " ORDER BY ready_ms, id",
 				   NULL);
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		if (!labels_match(a, col_text(st, 1)))
@@ -202,7 +205,7 @@ void sched_cancel_job(coord *c, uint64_t job_id, const char *why)
 	int64_t now = kiln_now_ms();
 	store_x(c,
 		"UPDATE jobs SET state = 'completed', conclusion = 'cancelled', finished_ms = ?,"
-		" message = ? WHERE id = ? AND state = 'queued'",
+		" message = ? WHERE id = ? AND state IN ('queued', 'waiting')",
 		"iti", now, why, (int64_t)job_id);
 	store_x(c,
 		"UPDATE steps SET state = 'completed', conclusion = 'cancelled' WHERE job_id = ?"
@@ -385,8 +388,23 @@ static void send_assignment(coord *c, bus_ctx *ctx, uint64_t id)
 		matrix ? matrix : json_object(), "strategy", strategy ? strategy : json_object(),
 		"vars", "secrets");
 	json_object_set_new(contexts, "inputs", inputs_of(c, ja.run_id, parent));
+	coord_run_contexts(c, ja.run_id, contexts); /* a triggered run's event, repository, actor */
+	_cleanup_free_ char *repository = kiln_strdup(
+		json_string_value(json_object_get(json_object_get(contexts, "github"), "repository")));
+	/* only the secrets the job's expressions name; each is masked on the agent too */
+	kiln_strv masks = {0};
+	json_object_set_new(contexts, "secrets",
+			    secrets_for_job(c, ja.run_id, ja.job_id, repo, spec, &masks));
+	ja.masks = masks.v;
+	ja.n_masks = masks.n;
 	json_decref(needs_keys);
 	_cleanup_free_ char *context_json = json_dumps(contexts, JSON_COMPACT);
+	json_t *sc = json_object_get(contexts, "secrets");
+	const char *sk;
+	json_t *sv;
+	json_object_foreach(sc, sk, sv)
+		if (json_string_length(sv))
+			explicit_bzero((char *)json_string_value(sv), json_string_length(sv));
 	json_decref(contexts);
 	ja.context_json = context_json;
 	ja.outputs = kv_from_json(json_object_get(spec, "outputs"), &ja.n_outputs);
@@ -398,7 +416,7 @@ static void send_assignment(coord *c, bus_ctx *ctx, uint64_t id)
 	ja.ref = ref;
 	ja.workflow_file = workflow;
 	ja.event = event;
-	ja.repository = repo;
+	ja.repository = repository ? repository : repo;
 	ja.env = kv_from_json(json_object_get(spec, "env"), &ja.n_env);
 	ja.timeout_minutes = timeout > 0 ? timeout
 					  : json_number_value(json_object_get(spec, "timeout_minutes"));
@@ -443,6 +461,11 @@ static void send_assignment(coord *c, bus_ctx *ctx, uint64_t id)
 	kv_free(ja.env);
 	kv_free(ja.outputs);
 	json_decref(spec);
+	for (size_t i = 0; i < masks.n; i++)
+		explicit_bzero(masks.v[i], strlen(masks.v[i]));
+	kiln_strv_free(&masks);
+	if (context_json)
+		explicit_bzero(context_json, strlen(context_json));
 }
 
 /* Marks job `id` running on agent `a` with a new attempt and answers the agent's poll. */
@@ -473,6 +496,7 @@ static void assign(coord *c, coord_agent *a, bus_ctx *ctx, uint64_t id)
 	a->last_assigned = id;
 	send_assignment(c, ctx, id);
 	api_notify_run(c, run_id);
+	forge_job_assigned(c, run_id, id, now);
 }
 
 /* Slots the agent has free, by our own account of the jobs running on it: the count in a
@@ -493,7 +517,7 @@ void sched_kick(coord *c)
 			a->parked = NULL;
 			continue;
 		}
-		if (!a->parked || a->lost || free_slots(c, a) == 0)
+		if (!a->parked || a->lost || a->disabled || a->draining || free_slots(c, a) == 0)
 			continue;
 		uint64_t id = find_ready_job(c, a);
 		if (!id)
@@ -504,26 +528,91 @@ void sched_kick(coord *c)
 	}
 }
 
+/* An agent registering again has lost the jobs it no longer lists (it restarted, or never
+   got their assignment): they are retried, or failed when out of retries, as if it were lost. */
+static void requeue_unlisted(coord *c, coord_agent *a, const Kiln__Register *reg)
+{
+	int64_t now = kiln_now_ms();
+	sqlite3_stmt *st = store_q(c,
+				   "SELECT id, run_id, attempt, retries_left FROM jobs"
+				   " WHERE agent_id = ? AND state = 'running'",
+				   "t", a->id);
+	typedef struct {
+		int64_t id, run, retries;
+	} gone_job;
+	gone_job *gone = NULL;
+	size_t n = 0;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
+		uint32_t attempt = (uint32_t)sqlite3_column_int(st, 2);
+		bool listed = false;
+		for (size_t i = 0; i < reg->n_running && !listed; i++)
+			listed = reg->running[i]->job_id == id && reg->running[i]->attempt == attempt;
+		if (listed)
+			continue;
+		gone = kiln_realloc(gone, (n + 1) * sizeof *gone);
+		gone[n].id = (int64_t)id;
+		gone[n].run = sqlite3_column_int64(st, 1);
+		gone[n].retries = sqlite3_column_int64(st, 3);
+		n++;
+	}
+	store_done(st);
+	for (size_t i = 0; i < n; i++) {
+		if (gone[i].retries > 0)
+			store_x(c,
+				"UPDATE jobs SET state = 'queued', ready = 1, ready_ms = ?,"
+				" retries_left = retries_left - 1, agent_id = NULL,"
+				" message = 'agent restarted; retried' WHERE id = ?",
+				"ii", now, gone[i].id);
+		else
+			store_x(c,
+				"UPDATE jobs SET state = 'completed', conclusion = 'failure',"
+				" finished_ms = ?, message = 'agent restarted' WHERE id = ?",
+				"ii", now, gone[i].id);
+		kiln_log(4, "run %lld job %lld: agent %s restarted without it%s", (long long)gone[i].run,
+			 (long long)gone[i].id, a->name, gone[i].retries > 0 ? ", retrying" : "");
+	}
+	for (size_t i = 0; i < n; i++)
+		sched_advance_run(c, (uint64_t)gone[i].run);
+	free(gone);
+}
+
 static void handle_register(coord *c, bus_ctx *ctx, Kiln__Register *reg)
 {
 	if (!reg->name || !*reg->name || strlen(reg->name) > 128 || reg->n_labels > 64) {
 		reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "bad name or labels");
 		return;
 	}
+	/* the token: an agent token names the agent; a registration token (or open registration)
+	   makes a new one, or takes back the id the agent had (open registration only) */
+	auth_reg ar;
+	if (auth_register(c, reg->token, &ar) < 0) {
+		kiln_log(KILN_LOG_WARNING, "agent %.128s: registration refused: %s", reg->name,
+			 kiln_errmsg());
+		reply_status(ctx, KILN__STATUS__STATUS_UNAUTHORIZED, kiln_errmsg());
+		return;
+	}
 	char session[65], digest[65], idbuf[17];
 	if (kiln_random_hex(32, session) < 0) {
+		free(ar.agent_id);
 		reply_status(ctx, KILN__STATUS__STATUS_INTERNAL, "no randomness");
 		return;
 	}
 	kiln_sha256_hex(session, strlen(session), digest);
-	coord_agent *a = reg->agent_id && *reg->agent_id ? agent_by_id(c, reg->agent_id) : NULL;
+	const char *want = ar.agent_id ? ar.agent_id
+			   : ar.open && reg->agent_id && *reg->agent_id ? reg->agent_id : NULL;
+	coord_agent *a = want ? agent_by_id(c, want) : NULL;
+	bool again = a != NULL;
 	if (!a) {
-		kiln_random_hex(8, idbuf);
+		if (!ar.agent_id)
+			kiln_random_hex(8, idbuf);
 		a = kiln_calloc(1, sizeof *a);
-		a->id = kiln_strdup(idbuf);
+		a->id = kiln_strdup(ar.agent_id ? ar.agent_id : idbuf);
+		a->session_digest = kiln_strdup("");
 		a->next = c->agents;
 		c->agents = a;
 	}
+	free(ar.agent_id);
 	free(a->name);
 	a->name = kiln_strdup(reg->name);
 	free(a->session_digest);
@@ -545,19 +634,28 @@ static void handle_register(coord *c, bus_ctx *ctx, Kiln__Register *reg)
 		" last_seen_ms = excluded.last_seen_ms",
 		"tttittii", a->id, a->name, labels, (int64_t)a->capacity, a->session_digest,
 		reg->version ? reg->version : "", a->last_seen_ms, a->last_seen_ms);
-	kiln_log(6, "agent %s registered as %s (capacity %u)", a->name,
-		a->id, a->capacity);
+	char *agent_token = NULL;
+	if (ar.issue && auth_issue_agent_token(c, a->id, a->name, &agent_token) < 0)
+		kiln_log(KILN_LOG_ERR, "agent %s: no agent token: %s", a->id, kiln_errmsg());
+	kiln_log(6, "agent %s registered as %s (capacity %u%s)", a->name, a->id, a->capacity,
+		 agent_token ? ", new agent token" : "");
+	if (again)
+		requeue_unlisted(c, a, reg);
 
 	Kiln__RegisterReply rr = KILN__REGISTER_REPLY__INIT;
 	rr.agent_id = a->id;
 	rr.session = session;
 	rr.poll_timeout_ms = (uint32_t)c->cfg.poll_timeout_ms;
 	rr.lost_after_ms = (uint32_t)c->cfg.lost_after_ms;
+	rr.agent_token = agent_token ? agent_token : "";
 	Kiln__Response resp = KILN__RESPONSE__INIT;
 	resp.version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
 	resp.body_case = KILN__RESPONSE__BODY_REGISTER;
 	resp.register_ = &rr;
 	bus_reply(ctx, &resp);
+	if (agent_token)
+		explicit_bzero(agent_token, strlen(agent_token));
+	free(agent_token);
 }
 
 static void handle_poll(coord *c, coord_agent *a, bus_ctx *ctx, Kiln__Poll *p)
@@ -568,6 +666,7 @@ static void handle_poll(coord *c, coord_agent *a, bus_ctx *ctx, Kiln__Poll *p)
 	a->pipe = bus_ctx_pipe(ctx);
 	a->last_seen_ms = kiln_now_ms();
 	a->lost = false;
+	a->draining = p->draining;
 
 	/* the same poll again: our answer was lost, so give the same job again */
 	if (p->poll_seq && p->poll_seq == a->last_poll_seq && a->last_assigned) {
@@ -587,7 +686,7 @@ static void handle_poll(coord *c, coord_agent *a, bus_ctx *ctx, Kiln__Poll *p)
 	if (deliver_cancel(c, a, ctx))
 		return;
 
-	if (free_slots(c, a) > 0) {
+	if (!a->draining && free_slots(c, a) > 0) {
 		uint64_t id = find_ready_job(c, a);
 		if (id) {
 			assign(c, a, ctx, id);
@@ -866,9 +965,11 @@ static json_t *job_contexts(coord *c, uint64_t run_id, const job_row *r)
 				    col_text(st, 2), col_text(st, 3), col_text(st, 4),
 				    col_text(st, 5), r->key);
 	store_done(st);
-	return json_pack("{s:o, s:o, s:{}, s:o}", "github", gh ? gh : json_object(), "needs",
-			 needs_context(c, run_id, r->needs), "vars", "inputs",
-			 inputs_of(c, run_id, r->parent));
+	json_t *ctx = json_pack("{s:o, s:o, s:{}, s:o}", "github", gh ? gh : json_object(), "needs",
+				needs_context(c, run_id, r->needs), "vars", "inputs",
+				inputs_of(c, run_id, r->parent));
+	coord_run_contexts(c, run_id, ctx); /* a triggered run's event, repository, actor */
+	return ctx;
 }
 
 static void free_rows(job_row *rows, size_t n)
@@ -1158,7 +1259,17 @@ void sched_advance_run(coord *c, uint64_t run_id)
 	int64_t now = kiln_now_ms();
 	size_t n = 0;
 	job_row *rows = NULL;
+	kiln_strv displaced = {0}; /* runs this one's concurrency group cancelled */
 	store_begin(c);
+	if (!gates_admit_run(c, run_id, &displaced)) {
+		/* waits for its concurrency group: nothing of it starts */
+		store_commit(c);
+		for (size_t i = 0; i < displaced.n; i++)
+			sched_advance_run(c, strtoull(displaced.v[i], NULL, 10));
+		kiln_strv_free(&displaced);
+		api_notify_run(c, run_id);
+		return;
+	}
 	for (;;) {
 		free_rows(rows, n);
 		rows = load_rows(c, run_id, &n);
@@ -1171,6 +1282,9 @@ void sched_advance_run(coord *c, uint64_t run_id)
 		if (!reload)
 			break;
 	}
+	gates_jobs(c, run_id, now, &displaced);
+	free_rows(rows, n);
+	rows = load_rows(c, run_id, &n);
 
 	bool done = n > 0, failed = false, cancelled = false;
 	for (size_t i = 0; i < n; i++) {
@@ -1181,6 +1295,7 @@ void sched_advance_run(coord *c, uint64_t run_id)
 		else if (strcmp(rows[i].conclusion, "cancelled") == 0)
 			cancelled = true;
 	}
+	uint64_t next = 0; /* the run its concurrency group lets in now */
 	if (done) {
 		const char *concl = failed ? "failure" : cancelled ? "cancelled" : "success";
 		store_x(c,
@@ -1188,13 +1303,43 @@ void sched_advance_run(coord *c, uint64_t run_id)
 			" WHERE id = ? AND state != 'completed'",
 			"tii", concl, now, (int64_t)run_id);
 		kiln_log(6, "run %llu completed: %s", (unsigned long long)run_id, concl);
+		next = gates_run_done(c, run_id);
 	}
 	store_commit(c);
+	forge_run_changed(c, run_id);
 	if (done)
 		coord_log_close(c, run_id, 0);
 	free_rows(rows, n);
+	for (size_t i = 0; i < displaced.n; i++)
+		sched_advance_run(c, strtoull(displaced.v[i], NULL, 10));
+	kiln_strv_free(&displaced);
+	if (next)
+		sched_advance_run(c, next);
 	sched_kick(c);
 	api_notify_run(c, run_id);
+}
+
+void sched_remove_agent(coord *c, coord_agent *a)
+{
+	for (coord_agent **p = &c->agents; *p; p = &(*p)->next) {
+		if (*p != a)
+			continue;
+		*p = a->next;
+		if (a->parked)
+			reply_status(a->parked, KILN__STATUS__STATUS_UNAUTHORIZED, "this agent was removed");
+		store_x(c, "DELETE FROM agents WHERE id = ?", "t", a->id);
+		/* its own token goes with it: it must register again with a registration token */
+		store_x(c,
+			"UPDATE tokens SET revoked_ms = ? WHERE agent_id = ? AND revoked_ms IS NULL",
+			"it", kiln_now_ms(), a->id);
+		kiln_log(KILN_LOG_INFO, "agent %s (%s) removed", a->name, a->id);
+		free(a->id);
+		free(a->name);
+		free(a->session_digest);
+		kiln_strv_free(&a->labels);
+		free(a);
+		return;
+	}
 }
 
 /* The agent is gone: retry its running jobs while retries are left, else fail them. */
@@ -1250,6 +1395,7 @@ static void agent_lost(coord *c, coord_agent *a)
 
 void sched_tick(coord *c, int64_t now)
 {
+	auth_tick(c, now);
 	for (coord_agent *a = c->agents; a; a = a->next) {
 		if (a->parked && now >= a->parked_until_ms) {
 			reply_poll_empty(a->parked);

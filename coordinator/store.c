@@ -63,6 +63,55 @@ static const char schema[] =
 	" job_id INTEGER NOT NULL, name TEXT NOT NULL, manifest TEXT NOT NULL,"
 	" size INTEGER NOT NULL, files INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
 	" expires_ms INTEGER NOT NULL, UNIQUE(run_id, name));"
+	/* concurrency groups and environments (gates.c) */
+	"CREATE TABLE IF NOT EXISTS run_gates("
+	" run_id INTEGER PRIMARY KEY, repo TEXT NOT NULL, grp TEXT NOT NULL, state TEXT NOT NULL);"
+	"CREATE INDEX IF NOT EXISTS run_gates_grp ON run_gates(repo, grp, state);"
+	"CREATE TABLE IF NOT EXISTS job_gates("
+	" job_id INTEGER PRIMARY KEY, environment TEXT, env_url TEXT, approval TEXT,"
+	" decided_by TEXT, decided_ms INTEGER, entered INTEGER NOT NULL DEFAULT 0);"
+	"CREATE TABLE IF NOT EXISTS environments("
+	" repo TEXT NOT NULL, name TEXT NOT NULL, required_approval INTEGER NOT NULL DEFAULT 0,"
+	" url TEXT NOT NULL DEFAULT '', created_ms INTEGER NOT NULL, PRIMARY KEY(repo, name));"
+	/* API, registration and agent tokens: digests only (auth.c) */
+	"CREATE TABLE IF NOT EXISTS tokens("
+	" id TEXT PRIMARY KEY, kind TEXT NOT NULL," /* api | registration | agent */
+	" scope TEXT NOT NULL DEFAULT '', name TEXT NOT NULL DEFAULT '', digest TEXT NOT NULL,"
+	" agent_id TEXT, created_ms INTEGER NOT NULL, last_used_ms INTEGER, revoked_ms INTEGER);"
+	"CREATE INDEX IF NOT EXISTS tokens_agent ON tokens(agent_id);"
+	/* secrets, sealed with the coordinator's key (secrets.c): scope org (repo = the owner),
+	   repo (repo = OWNER/NAME) or env (repo and env); names upper case */
+	"CREATE TABLE IF NOT EXISTS secrets("
+	" scope TEXT NOT NULL, repo TEXT NOT NULL, env TEXT NOT NULL DEFAULT '', name TEXT NOT NULL,"
+	" value TEXT NOT NULL, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,"
+	" PRIMARY KEY(scope, repo, env, name));"
+	/* commit statuses and notifications to deliver, and what was last queued (forge.c) */
+	"CREATE TABLE IF NOT EXISTS outbox("
+	" id INTEGER PRIMARY KEY, kind TEXT NOT NULL, repo TEXT NOT NULL, key TEXT,"
+	" what TEXT NOT NULL, url TEXT NOT NULL, body TEXT NOT NULL,"
+	" attempts INTEGER NOT NULL DEFAULT 0, next_ms INTEGER NOT NULL,"
+	" created_ms INTEGER NOT NULL, last_error TEXT);"
+	"CREATE INDEX IF NOT EXISTS outbox_key ON outbox(key);"
+	"CREATE TABLE IF NOT EXISTS forge_jobs(job_id INTEGER PRIMARY KEY, sent TEXT NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS forge_runs(run_id INTEGER PRIMARY KEY, finished_ms INTEGER);"
+	/* repositories, webhook deliveries and what the default branches listen to (repos.c,
+	   hooks.c, triggers.c) */
+	"CREATE TABLE IF NOT EXISTS repos("
+	" id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, url TEXT NOT NULL, forge TEXT NOT NULL,"
+	" api_url TEXT NOT NULL DEFAULT '', token TEXT, webhook_secret TEXT,"
+	" default_branch TEXT NOT NULL DEFAULT 'main', fork_secrets INTEGER NOT NULL DEFAULT 0,"
+	" notify_url TEXT, notify_secret TEXT, created_ms INTEGER NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS deliveries("
+	" id INTEGER PRIMARY KEY, forge TEXT NOT NULL, delivery TEXT NOT NULL,"
+	" repo_id INTEGER NOT NULL, event TEXT NOT NULL, payload TEXT,"
+	" state TEXT NOT NULL DEFAULT 'pending'," /* pending|done|failed|ignored|dropped */
+	" message TEXT, runs TEXT, attempts INTEGER NOT NULL DEFAULT 0,"
+	" next_ms INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL,"
+	" UNIQUE(forge, delivery));"
+	"CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(state, next_ms);"
+	"CREATE TABLE IF NOT EXISTS repo_triggers("
+	" repo_id INTEGER NOT NULL, workflow TEXT NOT NULL, kind TEXT NOT NULL," /* cron|workflow_run */
+	" value TEXT NOT NULL, PRIMARY KEY(repo_id, workflow, kind, value));"
 	"INSERT OR IGNORE INTO meta(key, value) VALUES('schema', '3');"
 	"UPDATE meta SET value = '3' WHERE key = 'schema' AND value < '3';";
 
@@ -111,6 +160,30 @@ static void *ckpt_main(void *arg)
 	return NULL;
 }
 
+/* Adds a column to a table of an older database (a no-op once it is there). */
+int store_add_column(coord *c, const char *table, const char *column, const char *decl)
+{
+	_cleanup_free_ char *q = kiln_asprintf("SELECT 1 FROM pragma_table_info('%s') WHERE name = ?",
+					       table);
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(c->db, q, -1, &st, NULL) != SQLITE_OK)
+		return kiln_err(EIO, "%s", sqlite3_errmsg(c->db));
+	sqlite3_bind_text(st, 1, column, -1, SQLITE_STATIC);
+	bool have = sqlite3_step(st) == SQLITE_ROW;
+	sqlite3_finalize(st);
+	if (have)
+		return 0;
+	_cleanup_free_ char *alter = kiln_asprintf("ALTER TABLE %s ADD COLUMN %s %s", table, column,
+						   decl);
+	char *err = NULL;
+	if (sqlite3_exec(c->db, alter, NULL, NULL, &err) != SQLITE_OK) {
+		int r = kiln_err(EIO, "%s: %s", alter, err ? err : "failed");
+		sqlite3_free(err);
+		return r;
+	}
+	return 0;
+}
+
 int store_open(coord *c)
 {
 	_cleanup_free_ char *path = kiln_asprintf("%s/kiln.db", c->data_dir);
@@ -126,6 +199,8 @@ int store_open(coord *c)
 			 NULL, NULL, &err);
 	if (r == SQLITE_OK)
 		r = sqlite3_exec(c->db, schema, NULL, NULL, &err);
+	if (r == SQLITE_OK && repos_migrate(c) < 0)
+		return -EIO; /* runs gets the columns of triggered runs (schema 4) */
 	if (r == SQLITE_OK && c->cfg.cache_db) {
 		sqlite3_stmt *st = NULL;
 		r = sqlite3_prepare_v2(c->db, "ATTACH DATABASE ? AS cachedb", -1, &st, NULL);
@@ -141,6 +216,10 @@ int store_open(coord *c)
 		_cleanup_free_ char *cs = caches_schema(c->cfg.cache_db ? "cachedb" : "main");
 		r = sqlite3_exec(c->db, cs, NULL, NULL, &err);
 	}
+	/* columns newer than a database made by an older kiln */
+	if (r == SQLITE_OK &&
+	    store_add_column(c, "agents", "disabled", "INTEGER NOT NULL DEFAULT 0") < 0)
+		return -EIO;
 	if (r != SQLITE_OK) {
 		int e = kiln_err(EIO, "%s: %s", path, err ? err : sqlite3_errmsg(c->db));
 		sqlite3_free(err);
@@ -200,6 +279,12 @@ static sqlite3_stmt *bindv(coord *c, const char *sql, const char *types, va_list
 	sqlite3_stmt *st = prepare(c, sql);
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
+	/* a type string that does not match the statement is a bug at the call site */
+	if ((size_t)sqlite3_bind_parameter_count(st) != (types ? strlen(types) : 0)) {
+		kiln_log(KILN_LOG_ERR, "sql: %d parameters, %zu types given: %s",
+			 sqlite3_bind_parameter_count(st), types ? strlen(types) : 0, sql);
+		abort();
+	}
 	for (int i = 0; types && types[i]; i++) {
 		switch (types[i]) {
 		case 'i':

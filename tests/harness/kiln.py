@@ -201,13 +201,33 @@ class _Process:
         return self.proc.returncode if self.proc else None
 
 
-class Coordinator(_Process):
-    """kiln-coordinator on 127.0.0.1 with a data directory; port 0 by default."""
+# http URL of each coordinator started here -> its admin token, for run_cli
+_tokens = {}
+_DEFAULT = object()
 
-    def __init__(self, data=None, extra=(), name='coordinator'):
+
+def create_token(data, *args):
+    """`kiln-coordinator --data DATA token create ARGS`; returns the token (its last line)."""
+    r = subprocess.run([binary('kiln-coordinator'), '--data', data, 'token', 'create', *args],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError('token create %s failed (%d): %s' % (args, r.returncode, r.stderr))
+    return r.stdout.strip().splitlines()[-1]
+
+
+class Coordinator(_Process):
+    """kiln-coordinator on 127.0.0.1 with a data directory; port 0 by default.
+
+    The HTTP API wants a token: on its first start the harness makes an admin token
+    (self.token) that request/api/get send, and run_cli passes on to `kiln --server`.
+    Pass token=None to a call to send none, or token='…' to send another."""
+
+    def __init__(self, data=None, extra=(), name='coordinator', admin_token=True):
         super().__init__(name)
         self.data = data or tempdir('kiln-coord-')
         self.extra = list(extra)
+        self.admin_token = admin_token
+        self.token = None
         self.bus = None
         self.http = None
         self.bus_port = 0
@@ -228,6 +248,8 @@ class Coordinator(_Process):
             os.unlink(ep)  # so that we wait for this start's file, not the last one's
         except FileNotFoundError:
             pass
+        if self.admin_token and self.token is None:
+            self.token = create_token(self.data, '--scope', 'admin', '--name', 'test harness')
         argv = [binary('kiln-coordinator'),
                 '--listen', 'tcp://127.0.0.1:%d' % bus_port,
                 '--http', '127.0.0.1:%d' % http_port,
@@ -257,6 +279,8 @@ class Coordinator(_Process):
         assert self.http.startswith('http://127.0.0.1:'), self.http
         if same_ports and bus_port:
             assert self.bus_port == bus_port and self.http_port == http_port, endpoints
+        if self.token:
+            _tokens[self.http] = self.token
         wait_for(lambda: self.api('GET', '/healthz')[0] == 200, timeout, 'coordinator /healthz')
         return self
 
@@ -266,17 +290,23 @@ class Coordinator(_Process):
 
     # -- HTTP API
 
-    def request(self, method, path, data=None, headers=None, timeout=70):
-        """Raw request: returns (status, body bytes)."""
+    def request(self, method, path, data=None, headers=None, timeout=70, token=_DEFAULT):
+        """Raw request: returns (status, body bytes). Sends the harness's admin token
+        (or `token`; None for none) unless headers has an Authorization."""
+        headers = dict(headers or {})
+        if token is _DEFAULT:
+            token = self.token
+        if token and not any(k.lower() == 'authorization' for k in headers):
+            headers['Authorization'] = 'Bearer ' + token
         req = urllib.request.Request(self.http + path, data=data, method=method,
-                                     headers=headers or {})
+                                     headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
 
-    def api(self, method, path, body=None, timeout=70):
+    def api(self, method, path, body=None, timeout=70, token=_DEFAULT):
         """JSON request: body is a JSON-able value (or bytes/str sent as they are).
         Returns (status, decoded JSON or None if the answer was not JSON)."""
         data = None
@@ -289,7 +319,7 @@ class Coordinator(_Process):
             else:
                 data = json.dumps(body).encode()
             headers['Content-Type'] = 'application/json'
-        status, raw = self.request(method, path, data, headers, timeout)
+        status, raw = self.request(method, path, data, headers, timeout, token)
         try:
             return status, json.loads(raw.decode('utf-8')) if raw else None
         except ValueError:
@@ -374,7 +404,10 @@ class Agent(_Process):
     def start(self):
         self._spawn([binary('kiln-agent'), '--coordinator', self.bus, '--name', self.agent_name,
                      '--labels', self.labels, '--capacity', str(self.capacity),
-                     '--work', self.work, '--log-level', 'info'] + self.extra)
+                     '--work', self.work, '--log-level', 'info',
+                     # SIGTERM cancels running jobs at once, as stop() expects (a service
+                     # lets them finish for shutdown_timeout: test_operations)
+                     '--shutdown-timeout', '0'] + self.extra)
         return self
 
 
@@ -390,6 +423,16 @@ def wait_agents(coord, n, timeout=TIMEOUT):
 
 # ---------------------------------------------------------------- CLI
 
+_xdg = []
+
+
+def _xdg_cache():
+    """One cache home per test process, removed at exit with the other temp dirs."""
+    if not _xdg:
+        _xdg.append(tempdir('kiln-xdg-'))
+    return _xdg[0]
+
+
 def run_cli(*args, env=None, server=None, cwd=None, timeout=120, check=None):
     """Runs `kiln ARGS` and returns the CompletedProcess (text). `server`
     becomes --server; `env` is added to the environment; `check` asserts the
@@ -397,11 +440,20 @@ def run_cli(*args, env=None, server=None, cwd=None, timeout=120, check=None):
     argv = [binary('kiln')]
     if server:
         argv += ['--server', server]
-    argv += [str(a) for a in args]
+    args = [str(a) for a in args]
     full_env = dict(os.environ)
     full_env.pop('KILN_SERVER', None)
+    full_env.pop('KILN_TOKEN', None)
+    # `kiln run` keeps a store in $XDG_CACHE_HOME/kiln: never the real home's in a test
+    full_env['XDG_CACHE_HOME'] = _xdg_cache()
     if env:
         full_env.update(env)
+    # the coordinator's admin token, unless the test gives a token itself
+    target = (server or full_env.get('KILN_SERVER') or '').rstrip('/')
+    if target in _tokens and '--token' not in args and 'KILN_TOKEN' not in full_env and \
+            not any(a.startswith('--token=') for a in args):
+        full_env['KILN_TOKEN'] = _tokens[target]
+    argv += args
     p = subprocess.Popen(argv, cwd=cwd, env=full_env, text=True, stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     _procs.append(p)

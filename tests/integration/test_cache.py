@@ -210,6 +210,17 @@ def test_cache_halves():
         one(s, r'^Warning: Failed to save: Unable to reserve cache with key fixed-key')
         steps = [j for j in run['jobs'] if j['key'] == 'save'][0]['steps']
         assert steps[1]['conclusion'] == 'success', steps
+        # the API lists the entry and deletes it; then the key is free again
+        v = coord.get('/api/v1/caches?key=fixed')
+        assert v['total'] == 1 and v['caches'][0]['key'] == 'fixed-key', v
+        assert v['caches'][0]['scope'] == 'refs/heads/main' and v['bytes'] > 0, v
+        status, _ = coord.api('DELETE', '/api/v1/caches/%d' % v['caches'][0]['id'])
+        assert status == 200
+        status, _ = coord.api('DELETE', '/api/v1/caches/%d' % v['caches'][0]['id'])
+        assert status == 404
+        assert coord.get('/api/v1/caches')['total'] == 0
+        run = coord.wait_run_done(coord.submit(repo)['runs'][0]['id'])
+        one(log_texts(coord, run)['save'], r'^Cache saved with key: fixed-key ')
     finally:
         agent.stop()
         coord.stop()

@@ -208,6 +208,27 @@ def test_download():
         leftovers = [f for f in os.listdir(work) if '.tmp.' in f]
         assert not leftovers, leftovers
 
+        # the same archives straight from the HTTP API
+        base = '/api/v1/runs/%d/artifacts/out/download' % rid
+        st, body = coord.request('GET', base + '?format=zip')
+        assert st == 200 and body[:2] == b'PK', (st, body[:64])
+        z2 = os.path.join(work, 'api.zip')
+        with open(z2, 'wb') as f:
+            f.write(body)
+        check_zip(z2, want)
+        st, body = coord.request('GET', base)
+        assert st == 200 and body[:4] == b'\x28\xb5\x2f\xfd', (st, body[:16])  # zstd magic
+        t2 = os.path.join(work, 'api.tar.zst')
+        with open(t2, 'wb') as f:
+            f.write(body)
+        check_tar(t2, want)
+        st, body = coord.request('GET', base + '?format=rar')
+        assert st == 400, (st, body)
+        st, body = coord.request('GET', '/api/v1/runs/%d/artifacts/nope/download' % rid)
+        assert st == 404 and b'nope' in body, (st, body)
+        st, body = coord.request('GET', base, token=None)
+        assert st == 401, (st, body)
+
         # failures
         r = cli('download', rid, 'nope', '-o', os.path.join(work, 'x'), check=1)
         assert "no artifact 'nope' in run %d (it has: logs, out)" % rid in r.stderr, r.stderr
