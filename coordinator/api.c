@@ -482,6 +482,117 @@ static void get_job_log(api_req *r, uint64_t job_id)
 			   finished && next >= total));
 }
 
+/* ---- plain-text logs: GET /api/v1/jobs/ID/log.txt[?attempt=N], /api/v1/runs/ID/log.txt ---- */
+
+#define MAX_TEXT_LOG (256ull << 20)
+
+typedef struct text_log {
+	kiln_buf b;
+	json_t *names; /* job id -> name, for a run's log */
+	bool full;
+} text_log;
+
+static void text_line(text_log *t, uint64_t job, const char *line, size_t len)
+{
+	kiln_logline l;
+	if (t->full || !kiln_logline_parse(line, len, &l))
+		return;
+	if (t->b.len + l.text_len + 64 > MAX_TEXT_LOG) {
+		kiln_buf_puts(&t->b, "[kiln: the rest is cut here; read it with the JSON API]\n");
+		t->full = true;
+		return;
+	}
+	if (t->names) {
+		char id[32];
+		snprintf(id, sizeof id, "%llu", (unsigned long long)job);
+		const char *name = json_string_value(json_object_get(t->names, id));
+		kiln_buf_printf(&t->b, "[%s] ", name ? name : id);
+	}
+	if (l.stream_len == 6 && memcmp(l.stream, "system", 6) == 0)
+		kiln_buf_puts(&t->b, "==> ");
+	kiln_buf_append(&t->b, l.text, l.text_len);
+	kiln_buf_append(&t->b, "\n", 1);
+}
+
+static void on_text_job_line(void *arg, uint64_t index, const char *line, size_t len)
+{
+	(void)index;
+	text_line(arg, 0, line, len);
+}
+
+static void on_text_run_line(void *arg, uint64_t job, uint32_t attempt, const char *line,
+			     size_t len)
+{
+	(void)attempt;
+	text_line(arg, job, line, len);
+}
+
+static void get_job_log_text(api_req *r, uint64_t job_id)
+{
+	coord *c = r->c;
+	sqlite3_stmt *st = store_q(c, "SELECT attempt FROM jobs WHERE id = ?", "i", (int64_t)job_id);
+	bool found = sqlite3_step(st) == SQLITE_ROW;
+	int64_t current = found ? sqlite3_column_int(st, 0) : 0;
+	store_done(st);
+	if (!found) {
+		api_error(r->reply, r->arg, 404, "no job %llu", (unsigned long long)job_id);
+		return;
+	}
+	uint32_t attempt = (uint32_t)query_int(r->query, "attempt", current, 0, current);
+	text_log t = {0};
+	kiln_buf_append(&t.b, "", 0);
+	bool temp = false;
+	logfile *f = attempt ? coord_log_peek(c, job_id, attempt, &temp) : NULL;
+	for (uint64_t off = 0, n; f && !t.full; off += n) {
+		int64_t got = logfile_read(f, off, MAX_LINES, MAX_LOG_BYTES, on_text_job_line, &t);
+		if (got <= 0)
+			break;
+		n = (uint64_t)got;
+	}
+	if (temp)
+		logfile_close(f);
+	api_text(r, 200, "text/plain; charset=utf-8", kiln_buf_steal(&t.b));
+}
+
+static void get_run_log_text(api_req *r, uint64_t run_id)
+{
+	coord *c = r->c;
+	_cleanup_free_ char *state = NULL;
+	sqlite3_stmt *st = store_q(c, "SELECT state FROM runs WHERE id = ?", "i", (int64_t)run_id);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		state = kiln_strdup(col_text(st, 0));
+	store_done(st);
+	if (!state) {
+		api_error(r->reply, r->arg, 404, "no run %llu", (unsigned long long)run_id);
+		return;
+	}
+	text_log t = {.names = json_object()};
+	kiln_buf_append(&t.b, "", 0);
+	st = store_q(c, "SELECT id, name FROM jobs WHERE run_id = ?", "i", (int64_t)run_id);
+	while (sqlite3_step(st) == SQLITE_ROW)
+		json_object_set_new(t.names, col_text(st, 0), json_string(col_text(st, 1)));
+	store_done(st);
+	bool done = strcmp(state, "completed") == 0;
+	runlog *rl = NULL;
+	if (!done) {
+		rl = coord_runlog(c, run_id);
+	} else {
+		_cleanup_free_ char *path = coord_log_path(c, run_id, 0);
+		if (access(path, F_OK) != 0 || runlog_open(path, &rl) < 0)
+			rl = NULL;
+	}
+	for (uint64_t off = 0, n; rl && !t.full; off += n) {
+		int64_t got = runlog_read(c, rl, off, MAX_LINES, MAX_LOG_BYTES, on_text_run_line, &t);
+		if (got <= 0)
+			break;
+		n = (uint64_t)got;
+	}
+	if (done)
+		runlog_close(rl);
+	json_decref(t.names);
+	api_text(r, 200, "text/plain; charset=utf-8", kiln_buf_steal(&t.b));
+}
+
 static void get_job(api_req *r, uint64_t job_id)
 {
 	sqlite3_stmt *st = store_q(r->c, "SELECT " JOB_COLS " FROM jobs WHERE id = ?", "i",
@@ -720,6 +831,8 @@ static void serve(api_req *r)
 			api_error(r->reply, r->arg, 404, "no run %llu", (unsigned long long)id);
 	} else if (id && get && strcmp(tail, "/log") == 0) {
 		get_run_log(r, id);
+	} else if (id && get && strcmp(tail, "/log.txt") == 0) {
+		get_run_log_text(r, id);
 	} else if (id && get && strcmp(tail, "/jobs") == 0) {
 		json_t *run = run_json(r->c, id, true);
 		if (run)
@@ -739,6 +852,8 @@ static void serve(api_req *r)
 		get_job(r, id);
 	} else if (id && get && strcmp(tail, "/log") == 0) {
 		get_job_log(r, id);
+	} else if (id && get && strcmp(tail, "/log.txt") == 0) {
+		get_job_log_text(r, id);
 	} else if (id && get && strcmp(tail, "/steps") == 0) {
 		api_json(r->reply, r->arg, 200, json_pack("{s:o}", "steps", steps_json(r->c, id)));
 	} else if (strcmp(p, "/api/v1/agents") == 0 && get) {

@@ -60,6 +60,7 @@ static const route_rule rules[] = {
     {"POST", "**/reject", AUTH_RUN},
     {"POST", "**/approvals/**", AUTH_RUN},
     {"POST", "**/dispatch", AUTH_RUN},
+    {"POST", "**/repository_dispatch", AUTH_RUN},
     {"POST", "**/dispatches", AUTH_RUN},
     {"DELETE", "/api/v1/caches/**", AUTH_RUN},
     {"*", "**", AUTH_ADMIN}, /* repositories, agents, environments, secrets, tokens… */

@@ -138,6 +138,13 @@ def test_rerun_failed():
             ['second try']
         # the first attempt's log is kept
         assert 'first try' in [l['text'] for l in coord.job_log(flaky['id'], attempt=1)]
+        # and both read as plain text
+        st, body = coord.request('GET', '/api/v1/jobs/%d/log.txt?attempt=1' % flaky['id'])
+        assert st == 200 and b'\nfirst try\n' in body and b'\nsecond try' not in body, body
+        st, body = coord.request('GET', '/api/v1/runs/%d/log.txt' % run_id)
+        text = body.decode()
+        assert st == 200 and '[flaky] second try\n' in text and '[fine] fine\n' in text, text
+        assert '[flaky] ==> ' in text, text
         # rerunning everything makes a new attempt of every job
         cli(coord, 'rerun', run_id)
         run = coord.wait_run_done(run_id)

@@ -21,6 +21,7 @@ static void test_routes(void)
 	CHECK_INT(auth_route_scope("POST", "/api/v1/runs/3/rerun"), AUTH_RUN);
 	CHECK_INT(auth_route_scope("POST", "/api/v1/runs/3/jobs/build/approve"), AUTH_RUN);
 	CHECK_INT(auth_route_scope("POST", "/api/v1/repos/acme/app/dispatch"), AUTH_RUN);
+	CHECK_INT(auth_route_scope("POST", "/api/v1/repos/acme/app/repository_dispatch"), AUTH_RUN);
 	CHECK_INT(auth_route_scope("POST", "/api/v1/repos"), AUTH_ADMIN);
 	CHECK_INT(auth_route_scope("DELETE", "/api/v1/repos/acme/app"), AUTH_ADMIN);
 	CHECK_INT(auth_route_scope("GET", "/api/v1/tokens"), AUTH_ADMIN);
