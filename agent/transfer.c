@@ -103,51 +103,72 @@ static int find_missing(agent *a, const kiln_strv *all, kiln_strv *missing)
 	return 0;
 }
 
+/* Each thread takes whole blobs from the queue (under the lock) and reads their frames outside
+   it, filling messages of up to MAX_MSG; a blob bigger than a message goes on in the next. */
 static void *upload_main(void *arg)
 {
 	xfer *x = arg;
+	uint8_t *buf = kiln_malloc(MAX_MSG);
 	Kiln__BlobPiece *pieces = NULL;
 	Kiln__BlobPiece **pp = NULL;
 	size_t cap = 0;
-	for (;;) {
-		/* the next message: pieces of the next blobs, up to MAX_MSG of data */
+	const char *cur = NULL; /* this thread's blob in progress, and where in its frame */
+	uint64_t off = 0;
+	bool failed = false;
+	while (!failed) {
 		size_t np = 0, bytes = 0;
-		pthread_mutex_lock(&x->mu);
-		while (!x->err && x->next < x->n && bytes < MAX_MSG) {
+		while (bytes < MAX_MSG) {
+			if (!cur) {
+				pthread_mutex_lock(&x->mu);
+				if (!x->err && x->next < x->n)
+					cur = x->todo[x->next++];
+				failed = x->err != 0;
+				pthread_mutex_unlock(&x->mu);
+				if (!cur)
+					break;
+				off = 0;
+			}
 			if (np == cap) {
 				cap = cap ? cap * 2 : 64;
 				pieces = kiln_realloc(pieces, cap * sizeof *pieces);
-				pp = kiln_realloc(pp, cap * sizeof *pp);
 			}
-			size_t room = MAX_MSG - bytes, got = 0;
+			size_t got = 0;
 			uint64_t total = 0;
-			uint8_t *buf = kiln_malloc(room);
-			if (kiln_cas_read_compressed(x->cas, x->todo[x->next], x->off, buf, room, &got,
+			if (kiln_cas_read_compressed(x->cas, cur, off, buf + bytes, MAX_MSG - bytes, &got,
 						     &total) < 0) {
-				free(buf);
+				pthread_mutex_lock(&x->mu);
 				fail(x, EIO, kiln_errmsg());
+				pthread_mutex_unlock(&x->mu);
+				failed = true;
 				break;
 			}
-			Kiln__BlobPiece *p = &pieces[np];
+			Kiln__BlobPiece *p = &pieces[np++];
 			kiln__blob_piece__init(p);
-			p->digest = x->todo[x->next];
-			p->offset = x->off;
+			p->digest = (char *)cur;
+			p->offset = off;
 			p->total = total;
-			p->data.data = buf;
+			p->data.data = buf + bytes;
 			p->data.len = got;
-			pp[np++] = p;
 			bytes += got;
-			x->off += got;
-			if (x->off >= total) {
-				x->next++;
-				x->off = 0;
+			off += got;
+			if (off >= total) {
+				cur = NULL;
+				pthread_mutex_lock(&x->mu);
 				x->st.blobs++;
+				pthread_mutex_unlock(&x->mu);
+			} else if (got == 0) {
+				break; /* the message is full */
 			}
 		}
+		if (failed || np == 0)
+			break;
+		pthread_mutex_lock(&x->mu);
 		x->st.bytes += bytes;
 		pthread_mutex_unlock(&x->mu);
-		if (np == 0)
-			break;
+		/* pointers only now: `pieces` may have moved while it grew */
+		pp = kiln_realloc(pp, np * sizeof *pp);
+		for (size_t i = 0; i < np; i++)
+			pp[i] = &pieces[i];
 		Kiln__BlobPut bp = KILN__BLOB_PUT__INIT;
 		bp.pieces = pp;
 		bp.n_pieces = np;
@@ -156,8 +177,6 @@ static void *upload_main(void *arg)
 		req.blob_put = &bp;
 		Kiln__Response *resp = NULL;
 		int r = call(x->a, &req, KILN__RESPONSE__BODY_BLOB_PUT, &resp);
-		for (size_t i = 0; i < np; i++)
-			free(pieces[i].data.data);
 		if (resp)
 			kiln__response__free_unpacked(resp, NULL);
 		if (r < 0) {
@@ -167,6 +186,7 @@ static void *upload_main(void *arg)
 			break;
 		}
 	}
+	free(buf);
 	free(pieces);
 	free(pp);
 	return NULL;

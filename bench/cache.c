@@ -9,17 +9,21 @@
  *   small  50,000 files of 200 B – 8 KiB (log-uniform), 10 per directory,
  *          node_modules-like nesting
  *
- * For each tree, in the same run:
- *   save        `tar -cf - -C TREE . | zstd -3 -q -o OUT` vs kiln_manifest_build of the
- *               tree into a fresh local CAS + kiln_manifest_save (store opened and closed
- *               inside the timing)
- *   cold        `zstd -dc OUT | tar -xf - -C EMPTY` vs kiln_manifest_restore into an empty
- *               directory from a CAS that holds the blobs ("cold" for now: the blobs are
- *               local; later this will fetch them from a coordinator)
- *   warm        kiln_manifest_restore into a directory that already holds that tree from
- *               the previous restore, vs the same tar baseline (which must create it all)
- *   re-save     blobs added by saving the unchanged tree again (goal 0), and after changing
- *               one file (goal 2: its blob and the manifest's)
+ * One process holds, per save run, a coordinator (bus on tcp://127.0.0.1:0, its store
+ * in a temporary directory) and an agent dialing it over real TCP on loopback, as
+ * bench/logs does; the blobs move through the bus requests and the coordinator's blob
+ * worker (BlobFindMissing, BlobPut, BlobGet). For each tree, in the same run:
+ *   save        `tar -cf - -C TREE . | zstd -3 -q -o OUT` vs what the agent does for
+ *               actions/cache save: kiln_manifest_build into the agent's store (WORK/cas),
+ *               kiln_manifest_save, then every blob the coordinator lacks uploaded (a
+ *               fresh coordinator and agent per run, started untimed, so all of it goes)
+ *   cold        `zstd -dc OUT | tar -xf - -C EMPTY` vs a fresh agent store fetching the
+ *               manifest and every blob from the coordinator (agent_blobs_download) and
+ *               kiln_manifest_restore into an empty directory
+ *   warm        the agent store the cold restore filled, restoring into the directory it
+ *               filled (nothing may be fetched: asserted), vs the same tar baseline
+ *   re-save     the unchanged tree saved again (goal: 0 blob bytes sent in BlobPut), and
+ *               after changing one file (goal: 2 blobs sent, its and the manifest's)
  * Every timed figure is the median of --reps runs (default 3): page caches cannot be dropped
  * here, so every run, baseline and kiln alike, reads from a warm page cache.
  *
@@ -29,6 +33,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdbool.h>
@@ -42,6 +47,10 @@
 #include "common/cas.h"
 #include "common/manifest.h"
 #include "common/util.h"
+#include "agent/agent.h"
+#include "agent/internal.h"
+#include "agent/transfer.h"
+#include "coordinator/coord.h"
 
 #define BENCH_NAME "bench_cache"
 #include "bench/bench.h"
@@ -282,47 +291,122 @@ static double base_restore(const char *in, const char *dir)
 	return pipeline(zst, tar);
 }
 
-/* ---- kiln ---------------------------------------------------------------------------------- */
+/* ---- kiln: an in-process coordinator and agent over TCP loopback -------------------------- */
 
 static kiln_cas_limits lim = KILN_CAS_LIMITS_INIT;
 
-static uint64_t blob_count(const char *store)
+/* A coordinator (bus on tcp://127.0.0.1:0, its store in DIR/coordinator) and an agent that
+   dials it, registered and idle; the agent's store is DIR/agent/cas. */
+typedef struct pair {
+	char *dir, *work;
+	coord *c;
+	agent *a;
+} pair;
+
+static void pair_start(pair *p, const char *dir)
 {
-	kiln_cas *cas = NULL;
-	uint64_t n = 0;
-	if (kiln_cas_open(store, &lim, &cas) < 0 || kiln_cas_total(cas, NULL, &n) < 0)
-		die("cas %s: %s", store, kiln_errmsg());
-	kiln_cas_close(cas);
-	return n;
+	p->dir = kiln_strdup(dir);
+	_cleanup_free_ char *data = kiln_asprintf("%s/coordinator", dir);
+	p->work = kiln_asprintf("%s/agent", dir);
+	mkdirs(data);
+	mkdirs(p->work);
+	coord_config cc = COORD_CONFIG_INIT;
+	cc.listen = "tcp://127.0.0.1:0";
+	cc.data_dir = data;
+	if (coord_start(&cc, &p->c) < 0)
+		die("coord_start: %s", kiln_errmsg());
+	agent_config ac = {
+		.coordinator = coord_bus_url(p->c),
+		.name = "bench",
+		.labels = "linux",
+		.capacity = 1,
+		.work_dir = p->work,
+	};
+	if (agent_start(&ac, &p->a) < 0)
+		die("agent_start: %s", kiln_errmsg());
+	wait_agent_idle(p->c, p->a, 20000);
 }
 
-static double kiln_save(const char *dir, const char *store, char hex[65])
+static void pair_stop(pair *p)
+{
+	agent_free(p->a);
+	coord_free(p->c);
+	free(p->dir);
+	free(p->work);
+	*p = (pair){0};
+}
+
+static kiln_cas *open_store(const char *root)
+{
+	kiln_cas *cas = NULL;
+	if (kiln_cas_open(root, &lim, &cas) < 0)
+		die("cas %s: %s", root, kiln_errmsg());
+	return cas;
+}
+
+/* Sends every blob of digests the coordinator lacks, as an agent's save does. */
+static int upload(agent *a, kiln_cas *cas, const kiln_strv *digests, agent_transfer_stats *st)
+{
+	return agent_blobs_upload(a, cas, digests, st);
+}
+
+/* What a save sent: blob frames in BlobPut messages, as agent_blobs_upload counts them. */
+typedef struct sent {
+	uint64_t blobs, bytes, digests; /* digests: asked about in BlobFindMissing */
+	double local_s;                 /* of the save: building and storing locally */
+} sent;
+
+/* A save as the agent does it (agent/store.c): the manifest built into the agent's store
+   (cas), saved, and every blob the coordinator lacks uploaded through it. */
+static double kiln_save(pair *p, kiln_cas *cas, const char *dir, char hex[65], sent *out)
 {
 	settle();
 	int64_t t0 = mono_ns();
-	kiln_cas *cas = NULL;
 	kiln_manifest *m = NULL;
 	const char *paths[] = {"."};
-	if (kiln_cas_open(store, &lim, &cas) < 0 || kiln_manifest_build(cas, dir, paths, 1, &m) < 0 ||
-	    kiln_manifest_save(cas, m, hex) < 0)
+	if (kiln_manifest_build(cas, dir, paths, 1, &m) < 0 || kiln_manifest_save(cas, m, hex) < 0)
 		die("save %s: %s", dir, kiln_errmsg());
+	double local = (double)(mono_ns() - t0) / 1e9;
+	kiln_strv digests = {0};
+	kiln_strv_push(&digests, hex);
+	for (size_t i = 0; i < m->n; i++)
+		if (m->v[i].type == KILN_ENTRY_FILE)
+			kiln_strv_push(&digests, m->v[i].digest);
+	agent_transfer_stats st = {0};
+	if (upload(p->a, cas, &digests, &st) < 0)
+		die("upload %s: %s", dir, kiln_errmsg());
+	double s = (double)(mono_ns() - t0) / 1e9;
+	*out = (sent){.blobs = st.blobs, .bytes = st.bytes, .digests = digests.n, .local_s = local};
+	kiln_strv_free(&digests);
 	kiln_manifest_free(m);
-	kiln_cas_close(cas);
-	return (double)(mono_ns() - t0) / 1e9;
+	return s;
 }
 
-static double kiln_restore(const char *store, const char *hex, const char *dir)
+/* A restore as the agent does it: the manifest, then every blob cas lacks, fetched from
+   the coordinator; then the tree written into dir. *got: what was fetched. */
+static double kiln_restore(pair *p, kiln_cas *cas, const char *hex, const char *dir,
+			   agent_transfer_stats *got, double *fetch_s)
 {
 	settle();
 	int64_t t0 = mono_ns();
-	kiln_cas *cas = NULL;
+	kiln_strv one = {0}, missing = {0};
+	kiln_strv_push(&one, hex);
+	agent_transfer_stats a = {0}, b = {0};
 	kiln_manifest *m = NULL;
-	if (kiln_cas_open(store, &lim, &cas) < 0 || kiln_manifest_load(cas, hex, &m) < 0 ||
-	    kiln_manifest_restore(cas, m, dir, NULL, NULL) < 0)
+	if (agent_blobs_download(p->a, cas, &one, &a) < 0 || kiln_manifest_load(cas, hex, &m) < 0 ||
+	    kiln_manifest_find_missing(cas, m, &missing) < 0 ||
+	    agent_blobs_download(p->a, cas, &missing, &b) < 0)
 		die("restore into %s: %s", dir, kiln_errmsg());
+	*fetch_s = (double)(mono_ns() - t0) / 1e9;
+	if (kiln_manifest_restore(cas, m, dir, NULL, NULL) < 0)
+		die("restore into %s: %s", dir, kiln_errmsg());
+	double s = (double)(mono_ns() - t0) / 1e9;
+	got->blobs = a.blobs + b.blobs;
+	got->bytes = a.bytes + b.bytes;
+	kiln_strv_free(&one);
+	kiln_strv_free(&missing);
 	kiln_manifest_free(m);
-	kiln_cas_close(cas);
-	return (double)(mono_ns() - t0) / 1e9;
+	return s;
 }
 
 /* ---- checking a restore -------------------------------------------------------------------- */
@@ -386,8 +470,11 @@ static uint64_t file_size(const char *p)
 }
 
 typedef struct result {
-	double save_base, save_kiln, cold_base, cold_kiln, warm_kiln, resave_s;
-	uint64_t resave_added, change_added, tzst_bytes, cas_bytes;
+	double save_base, save_kiln, cold_base, cold_kiln, warm_kiln, resave_s, change_s;
+	double save_local, cold_fetch; /* medians of the parts */
+	uint64_t tzst_bytes, cas_bytes, coord_bytes;
+	sent save, resave, change;
+	agent_transfer_stats cold, warm;
 } result;
 
 static bool goal(const char *tree, const char *what, double ratio, double max)
@@ -400,51 +487,76 @@ static bool goal(const char *tree, const char *what, double ratio, double max)
 static bool run_tree(tree *t, const char *tmp, int reps)
 {
 	_cleanup_free_ char *tzst = kiln_asprintf("%s/%s.tar.zst", tmp, t->name);
-	_cleanup_free_ char *store = kiln_asprintf("%s/%s.store", tmp, t->name);
 	_cleanup_free_ char *out_tar = kiln_asprintf("%s/%s.out-tar", tmp, t->name);
 	_cleanup_free_ char *out_kiln = kiln_asprintf("%s/%s.out-kiln", tmp, t->name);
 	double sb[MAX_REPS], sk[MAX_REPS], cb[MAX_REPS], ck[MAX_REPS], wk[MAX_REPS];
+	double sl[MAX_REPS], cf[MAX_REPS], unused;
 	char hex[65] = "";
 	result r = {0};
 	/* Every timed run writes to a path nothing was ever deleted from, and everything is
 	   removed only at the end: on this ext4 (no journal) creating inodes right after
 	   deleting tens of thousands costs seconds (ext4's recently_deleted() scans), which
-	   would land on whichever side happened to run after a deletion. */
+	   would land on whichever side happened to run after a deletion. Each save runs
+	   against a coordinator and an agent of its own (started untimed), so that each
+	   uploads everything. */
 	fprintf(stderr, "bench_cache: %s: save\n", t->name);
-	char *stores[MAX_REPS];
+	pair p = {0};
+	kiln_cas *agent_store = NULL;
 	for (int i = 0; i < reps; i++) {
 		sb[i] = base_save(t->dir, tzst);
-		stores[i] = kiln_asprintf("%s.%d", store, i);
-		sk[i] = kiln_save(t->dir, stores[i], hex);
+		if (p.c) {
+			kiln_cas_close(agent_store);
+			pair_stop(&p);
+		}
+		_cleanup_free_ char *pd = kiln_asprintf("%s/%s.pair.%d", tmp, t->name, i);
+		pair_start(&p, pd);
+		agent_store = open_store(p.work); /* the agent's store: WORK/cas */
+		sk[i] = kiln_save(&p, agent_store, t->dir, hex, &r.save);
+		sl[i] = r.save.local_s;
 	}
-	const char *st = stores[reps - 1];
-	uint64_t blobs = blob_count(st);
-	kiln_cas *cas = NULL;
-	if (kiln_cas_open(st, &lim, &cas) < 0 || kiln_cas_total(cas, &r.cas_bytes, NULL) < 0)
-		die("%s", kiln_errmsg());
-	kiln_cas_close(cas);
 	r.tzst_bytes = file_size(tzst);
+	if (kiln_cas_total(agent_store, &r.cas_bytes, NULL) < 0)
+		die("%s", kiln_errmsg());
+	_cleanup_free_ char *coord_root = kiln_asprintf("%s/coordinator", p.dir);
+	kiln_cas *cs = open_store(coord_root);
+	uint64_t coord_blobs = 0;
+	if (kiln_cas_total(cs, &r.coord_bytes, &coord_blobs) < 0)
+		die("%s", kiln_errmsg());
+	kiln_cas_close(cs);
 	char hex2[65];
-	r.resave_s = kiln_save(t->dir, st, hex2);
-	r.resave_added = blob_count(st) - blobs;
+	r.resave_s = kiln_save(&p, agent_store, t->dir, hex2, &r.resave);
 	if (strcmp(hex, hex2) != 0)
 		die("%s: an unchanged re-save gave another manifest", t->name);
 
+	/* cold: a fresh agent store per run, every blob fetched from the coordinator */
 	fprintf(stderr, "bench_cache: %s: cold restore\n", t->name);
 	_cleanup_free_ char *last = NULL;
+	kiln_cas *cold = NULL;
 	for (int i = 0; i < reps; i++) {
 		_cleanup_free_ char *ot = kiln_asprintf("%s.%d", out_tar, i);
+		_cleanup_free_ char *store = kiln_asprintf("%s/%s.cold-store.%d", tmp, t->name, i);
 		free(last);
 		last = kiln_asprintf("%s.%d", out_kiln, i);
 		mkdirs(ot);
 		cb[i] = base_restore(tzst, ot);
-		ck[i] = kiln_restore(st, hex, last);
+		kiln_cas_close(cold);
+		cold = open_store(store);
+		ck[i] = kiln_restore(&p, cold, hex, last, &r.cold, &cf[i]);
+		if (r.cold.blobs != coord_blobs)
+			die("%s: a cold restore fetched %llu blobs of the coordinator's %llu", t->name,
+			    (unsigned long long)r.cold.blobs, (unsigned long long)coord_blobs);
 	}
 	verify(t->dir, last, "cold restore");
+	/* warm: the same agent store, now holding every blob, into the directory it filled */
 	fprintf(stderr, "bench_cache: %s: warm restore\n", t->name);
-	for (int i = 0; i < reps; i++)
-		wk[i] = kiln_restore(st, hex, last);
+	for (int i = 0; i < reps; i++) {
+		agent_transfer_stats w = {0};
+		wk[i] = kiln_restore(&p, cold, hex, last, &w, &unused);
+		r.warm.blobs += w.blobs;
+		r.warm.bytes += w.bytes;
+	}
 	verify(t->dir, last, "warm restore");
+	kiln_cas_close(cold);
 
 	/* one changed file */
 	_cleanup_free_ char *body = NULL;
@@ -453,45 +565,60 @@ static bool run_tree(tree *t, const char *tmp, int reps)
 		die("%s", kiln_errmsg());
 	body[0] = body[0] == 'x' ? 'y' : 'x';
 	write_file(t->changed, body, blen);
-	blobs = blob_count(st);
-	kiln_save(t->dir, st, hex2);
-	r.change_added = blob_count(st) - blobs;
+	r.change_s = kiln_save(&p, agent_store, t->dir, hex2, &r.change);
+	kiln_cas_close(agent_store);
+	pair_stop(&p);
 
 	r.save_base = median(sb, reps);
 	r.save_kiln = median(sk, reps);
 	r.cold_base = median(cb, reps);
 	r.cold_kiln = median(ck, reps);
 	r.warm_kiln = median(wk, reps);
+	r.save_local = median(sl, reps);
+	r.cold_fetch = median(cf, reps);
 	const char *n = t->name;
 	printf("cache.%s.files %zu\n", n, t->files);
 	printf("cache.%s.mib %.1f\n", n, (double)t->bytes / (1 << 20));
 	printf("cache.%s.tar_zst_mib %.1f\n", n, (double)r.tzst_bytes / (1 << 20));
 	printf("cache.%s.cas_mib %.1f\n", n, (double)r.cas_bytes / (1 << 20));
+	printf("cache.%s.coordinator_mib %.1f\n", n, (double)r.coord_bytes / (1 << 20));
 	printf("cache.%s.save.base_s %.3f\n", n, r.save_base);
 	printf("cache.%s.save.kiln_s %.3f\n", n, r.save_kiln);
 	printf("cache.%s.save.ratio %.3f\n", n, r.save_kiln / r.save_base);
+	printf("cache.%s.save.local_s %.3f\n", n, r.save_local);
+	printf("cache.%s.save.upload_s %.3f\n", n, r.save_kiln - r.save_local);
+	printf("cache.%s.save.sent_blobs %llu\n", n, (unsigned long long)r.save.blobs);
+	printf("cache.%s.save.sent_mib %.1f\n", n, (double)r.save.bytes / (1 << 20));
 	printf("cache.%s.restore.base_s %.3f\n", n, r.cold_base);
 	printf("cache.%s.cold.kiln_s %.3f\n", n, r.cold_kiln);
 	printf("cache.%s.cold.ratio %.3f\n", n, r.cold_kiln / r.cold_base);
+	printf("cache.%s.cold.fetch_s %.3f\n", n, r.cold_fetch);
+	printf("cache.%s.cold.write_s %.3f\n", n, r.cold_kiln - r.cold_fetch);
+	printf("cache.%s.cold.fetched_blobs %llu\n", n, (unsigned long long)r.cold.blobs);
+	printf("cache.%s.cold.fetched_mib %.1f\n", n, (double)r.cold.bytes / (1 << 20));
 	printf("cache.%s.warm.kiln_s %.3f\n", n, r.warm_kiln);
 	printf("cache.%s.warm.ratio %.3f\n", n, r.warm_kiln / r.cold_base);
+	printf("cache.%s.warm.fetched_bytes %llu\n", n, (unsigned long long)r.warm.bytes);
 	printf("cache.%s.resave_unchanged.kiln_s %.3f\n", n, r.resave_s);
-	printf("cache.%s.resave_unchanged.blobs_added %llu\n", n,
-	       (unsigned long long)r.resave_added);
-	printf("cache.%s.resave_one_changed.blobs_added %llu\n", n,
-	       (unsigned long long)r.change_added);
+	printf("cache.%s.resave_unchanged.sent_blobs %llu\n", n, (unsigned long long)r.resave.blobs);
+	printf("cache.%s.resave_unchanged.sent_bytes %llu\n", n, (unsigned long long)r.resave.bytes);
+	printf("cache.%s.resave_one_changed.kiln_s %.3f\n", n, r.change_s);
+	printf("cache.%s.resave_one_changed.sent_blobs %llu\n", n, (unsigned long long)r.change.blobs);
+	printf("cache.%s.resave_one_changed.sent_bytes %llu\n", n, (unsigned long long)r.change.bytes);
 	bool ok = goal(n, "save", r.save_kiln / r.save_base, GOAL_SAVE);
 	ok &= goal(n, "cold", r.cold_kiln / r.cold_base, GOAL_COLD);
 	ok &= goal(n, "warm", r.warm_kiln / r.cold_base, GOAL_WARM);
-	bool z = r.resave_added == 0, one = r.change_added == 2;
-	printf("cache.%s.goal.resave_unchanged %s %llu == 0\n", n, z ? "PASS" : "FAIL",
-	       (unsigned long long)r.resave_added);
-	printf("cache.%s.goal.resave_one_changed %s %llu == 2\n", n, one ? "PASS" : "FAIL",
-	       (unsigned long long)r.change_added);
+	bool w0 = r.warm.bytes == 0 && r.warm.blobs == 0;
+	bool z = r.resave.bytes == 0 && r.resave.blobs == 0, one = r.change.blobs == 2;
+	printf("cache.%s.goal.warm_fetches_nothing %s %llu bytes == 0\n", n, w0 ? "PASS" : "FAIL",
+	       (unsigned long long)r.warm.bytes);
+	printf("cache.%s.goal.resave_unchanged %s %llu bytes == 0\n", n, z ? "PASS" : "FAIL",
+	       (unsigned long long)r.resave.bytes);
+	printf("cache.%s.goal.resave_one_changed %s %llu blobs == 2 (the file's and the "
+	       "manifest)\n",
+	       n, one ? "PASS" : "FAIL", (unsigned long long)r.change.blobs);
 	fflush(stdout);
-	for (int i = 0; i < reps; i++)
-		free(stores[i]);
-	return ok && z && one;
+	return ok && w0 && z && one;
 }
 
 static void usage(FILE *f)
@@ -571,13 +698,23 @@ int main(int argc, char **argv)
 	const char *optimized = "no";
 #endif
 	printf("# cache: kiln save/restore vs tar | zstd -3 on generated trees; every timed figure\n"
-	       "# is the median of %d runs. Page caches cannot be dropped here: every run, baseline\n"
-	       "# and kiln alike, reads its input from a warm page cache. cold = restore into an\n"
-	       "# empty directory from a local CAS that holds the blobs; warm = restore into the\n"
-	       "# directory the previous restore filled; both against tar -x into an empty one.\n"
-	       "# Before each timed run the file system is synced (syncfs), untimed; each run\n"
-	       "# writes to paths never used before, and nothing is deleted until the end.\n",
+	       "# is the median of %d runs. An in-process coordinator and agent over TCP loopback:\n"
+	       "# save = build into the agent's store + upload of what the coordinator lacks;\n"
+	       "# cold = a fresh agent store fetching every blob from the coordinator, then the\n"
+	       "# restore into an empty directory; warm = that store restoring into the directory\n"
+	       "# it filled (nothing fetched); both against tar -x into an empty one. Page caches\n"
+	       "# cannot be dropped: every run reads from a warm page cache. Before each timed run\n"
+	       "# the file system is synced (syncfs, untimed); nothing is deleted until the end.\n",
 	       reps);
+	char load[64] = "?";
+	FILE *lf = fopen("/proc/loadavg", "re");
+	if (lf) {
+		if (!fgets(load, sizeof load, lf))
+			snprintf(load, sizeof load, "?");
+		load[strcspn(load, "\n")] = '\0';
+		fclose(lf);
+	}
+	printf("cache.env.loadavg_start %s\n", load);
 	printf("cache.env.cpus %ld\n", sysconf(_SC_NPROCESSORS_ONLN));
 	printf("cache.env.optimized %s\n", optimized);
 	printf("cache.env.fs %s\n", fs_name(tmp));
@@ -601,6 +738,14 @@ int main(int argc, char **argv)
 			ok &= run_tree(t, tmp, reps);
 		free(t->dir);
 		free(t->changed);
+	}
+	FILE *lf2 = fopen("/proc/loadavg", "re");
+	if (lf2) {
+		if (fgets(load, sizeof load, lf2)) {
+			load[strcspn(load, "\n")] = '\0';
+			printf("cache.env.loadavg_end %s\n", load);
+		}
+		fclose(lf2);
 	}
 	printf("cache.result %s\n", ok ? "PASS" : "FAIL");
 	cleanup_dir = NULL;

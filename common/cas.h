@@ -4,24 +4,34 @@
  * A blob is named by the lowercase hex SHA-256 of its content and kept as a
  * zstd frame. Where a blob lives is hidden behind this API:
  *
- *   ROOT/cas/small.db           SQLite (WAL): an index of every blob (size,
- *                               stored size, last use) and the frames of
- *                               small blobs (compressed size <= small_max)
- *   ROOT/cas/sha256/ab/<hex>    the frame of each bigger blob, one file
- *   ROOT/cas/tmp/               files being written; renamed when complete
+ *   ROOT/cas/small.db             SQLite (WAL): an index of every blob (size,
+ *                                 stored size, last use, where its frame is)
+ *   ROOT/cas/packs/<id>.pack      the frames of small blobs (compressed size
+ *                                 <= small_max), appended back to back
+ *   ROOT/cas/sha256/ab/<hex>      the frame of each bigger blob, one file
+ *   ROOT/cas/tmp/                 files being written; renamed when complete
  *
- * Small blobs go to the database because on the disks kiln runs on a file
- * creation costs 0.1–1 ms, which for a tree of 50,000 small files would cost
- * far more than compressing them; one SQLite transaction per batch of puts
- * writes them at a few hundred MB/s. Bigger blobs are files so that they can
- * be streamed and their space is given back as soon as they are evicted.
+ * Small blobs go to packs because on the disks kiln runs on a file creation
+ * costs 0.1–1 ms, which for a tree of 50,000 small files would cost far more
+ * than compressing them; a batch of puts appends its frames with one write per
+ * MiB and commits one transaction of index rows. Bigger blobs are files so
+ * that they can be streamed and their space is given back as soon as they are
+ * evicted. A removed packed blob leaves dead bytes in its pack until the pack
+ * is rewritten (kiln_cas_compact, run by evict and by close after removals):
+ * a pack more than a third dead is rewritten, so the packs take at most about
+ * 1.5 x the live bytes, plus each writer's current pack (< 64 MiB).
  *
  * Every read decompresses and re-hashes: a blob whose content does not match
  * its name is never served, is removed, and counts as missing from then on.
  * Because of that, writes need no fsync; a torn write is found on read.
  *
- * All functions are thread-safe (one mutex around the database); compression
- * and hashing happen outside it.
+ * A store made by the first version (small frames as rows of small.db) is
+ * migrated once, on its first open, in one transaction: its frames move into
+ * a pack and the database is vacuumed.
+ *
+ * All functions are thread-safe (one mutex around the database and the pack
+ * being written); compression, hashing and reading frames happen outside it.
+ * Several handles, in one process or several, may use one root at once.
  */
 #ifndef KILN_CAS_H
 #define KILN_CAS_H
@@ -34,7 +44,7 @@ typedef struct kiln_cas kiln_cas;
 
 /* Limits on everything the store and its manifests read from outside. */
 typedef struct kiln_cas_limits {
-	uint64_t small_max;         /* frames up to this many bytes live in small.db */
+	uint64_t small_max;         /* frames up to this many bytes go into packs */
 	uint64_t max_blob_size;     /* largest uncompressed blob accepted or served */
 	uint64_t max_manifest_size; /* largest manifest (uncompressed JSON) */
 	uint64_t max_entries;       /* entries in one manifest */
@@ -102,11 +112,16 @@ int kiln_cas_verify(kiln_cas *cas, const char *hex);
 int kiln_cas_touch(kiln_cas *cas, const char *hex);
 /* Removes hex; 0 if it was not there. */
 int kiln_cas_remove(kiln_cas *cas, const char *hex);
-/* Removes least recently used blobs until the stored bytes are at most max_bytes;
-   returns how many were removed. */
+/* Removes least recently used blobs until the stored bytes are at most max_bytes, then
+   compacts; returns how many were removed. */
 int kiln_cas_evict(kiln_cas *cas, uint64_t max_bytes);
 /* Stored (compressed) bytes and blob count. */
 int kiln_cas_total(kiln_cas *cas, uint64_t *bytes, uint64_t *count);
+
+/* Rewrites the packs more than a third dead (whose writers are done with them) and deletes
+   the unused ones; *freed (may be NULL) gets the bytes given back. Returns how many packs
+   went; does nothing inside a batch. */
+int kiln_cas_compact(kiln_cas *cas, uint64_t *freed);
 
 /* Calls fn for every blob (a snapshot taken first, so fn may remove blobs); stops at and
    returns fn's first non-zero result. */

@@ -263,35 +263,34 @@ static void put(blobs *b, bus_ctx *ctx, Kiln__BlobPut *bp)
 
 static void get(blobs *b, bus_ctx *ctx, Kiln__BlobGet *bg)
 {
+	for (size_t i = 0; i < bg->n_wants; i++) {
+		if (!kiln_cas_digest_valid(bg->wants[i]->digest)) {
+			reply_error(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "not a SHA-256 digest");
+			return;
+		}
+	}
+	/* one buffer for the whole answer: each piece is a slice of it */
+	uint8_t *buf = kiln_malloc(MAX_REPLY);
 	Kiln__BlobPiece *pieces = kiln_calloc(bg->n_wants + 1, sizeof *pieces);
 	Kiln__BlobPiece **pp = kiln_calloc(bg->n_wants + 1, sizeof *pp);
 	size_t n = 0, bytes = 0;
 	for (size_t i = 0; i < bg->n_wants && bytes < MAX_REPLY; i++) {
 		const Kiln__BlobWant *w = bg->wants[i];
-		if (!kiln_cas_digest_valid(w->digest)) {
-			reply_error(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "not a SHA-256 digest");
-			for (size_t k = 0; k < n; k++)
-				free(pieces[k].data.data);
-			free(pieces);
-			free(pp);
-			return;
-		}
 		size_t cap = w->max && w->max < MAX_REPLY - bytes ? w->max : MAX_REPLY - bytes;
-		uint8_t *buf = kiln_malloc(cap ? cap : 1);
 		size_t got = 0;
 		uint64_t total = 0;
 		Kiln__BlobPiece *p = &pieces[n];
 		kiln__blob_piece__init(p);
 		p->digest = w->digest;
 		pp[n++] = p;
-		if (kiln_cas_read_compressed(b->cas, w->digest, w->offset, buf, cap, &got, &total) < 0) {
-			free(buf);
+		if (kiln_cas_read_compressed(b->cas, w->digest, w->offset, buf + bytes, cap, &got,
+					     &total) < 0) {
 			p->missing = true;
 			continue;
 		}
 		p->offset = w->offset;
 		p->total = total;
-		p->data.data = buf;
+		p->data.data = buf + bytes;
 		p->data.len = got;
 		bytes += got;
 	}
@@ -302,8 +301,7 @@ static void get(blobs *b, bus_ctx *ctx, Kiln__BlobGet *bg)
 	resp.body_case = KILN__RESPONSE__BODY_BLOB_GET;
 	resp.blob_get = &gr;
 	reply(ctx, &resp);
-	for (size_t i = 0; i < n; i++)
-		free(pieces[i].data.data);
+	free(buf);
 	free(pieces);
 	free(pp);
 }

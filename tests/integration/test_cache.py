@@ -296,6 +296,54 @@ def test_gc():
         coord.stop()
 
 
+MANY = '''\
+name: many
+on: push
+jobs:
+  make:
+    runs-on: linux
+    steps:
+      - id: c
+        uses: actions/cache@v4
+        with:
+          path: many
+          key: many-files
+      - if: steps.c.outputs.cache-hit != 'true'
+        run: mkdir -p many && for i in $(seq 1 300); do echo "file $i" > many/f$i; done
+      - run: ls many | wc -l && cat many/f1 many/f300
+'''
+
+
+def test_many_small_files():
+    """300 small blobs: uploads of many pieces in one message, and a cold agent fetching
+    them with many wants in one message."""
+    repo, _ = kiln.make_repo({'.github/workflows/many.yml': MANY})
+    coord = kiln.Coordinator().start()
+    a1 = kiln.Agent(coord.bus, name='first').start()
+    R.watch(coord, a1)
+    try:
+        coord.wait_agents(1)
+        run = coord.wait_run_done(coord.submit(repo)['runs'][0]['id'])
+        logs = log_texts(coord, run)['make']
+        saved = one(logs, r'^Cache saved with key: many-files \(300 files')
+        assert re.search(r'; 301 blobs, ', saved), saved
+        a1.stop()
+        a2 = kiln.Agent(coord.bus, name='second').start()
+        R.watch(a2)
+        kiln.wait_for(lambda: [a for a in coord.agents()
+                               if a['name'] == 'second' and a['state'] == 'online'], 30,
+                      'the second agent')
+        run = coord.wait_run_done(coord.submit(repo)['runs'][0]['id'])
+        logs = log_texts(coord, run)['make']
+        restored = one(logs, r'^Cache restored from key: many-files ')
+        assert re.search(r'; 301 blobs, ', restored), restored
+        assert '300' in logs and 'file 1' in logs and 'file 300' in logs, logs
+        a2.stop()
+    finally:
+        coord.stop()
+
+
+R.run(test_many_small_files)
 R.run(test_cache_and_artifacts)
 R.run(test_gc)
 R.run(test_cache_halves)
