@@ -3,7 +3,7 @@ BUILD    ?= build
 JOBS     ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test test-asan bench fuzz clean
+.PHONY: all deps build run test test-asan bench fuzz clean package
 
 all: build
 
@@ -28,6 +28,10 @@ test-asan:
 bench: deps
 	cmake -S . -B $(BUILD) -DKILN_BENCH=ON && cmake --build $(BUILD) -j $(JOBS)
 	./bench/run.sh $(BUILD)
+
+# Debian packages kiln-coordinator, kiln-agent and kiln (CPack) in $(BUILD)/packages/.
+package: build
+	cd $(BUILD) && cpack -G DEB
 
 # libFuzzer targets (clang); FUZZ_SECONDS each, corpus kept in tests/fuzz/corpus/.
 FUZZ_SECONDS ?= 60

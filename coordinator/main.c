@@ -106,8 +106,14 @@ static int load_config(const char *path, settings *s)
 		return r;
 	kiln_ynode *root = NULL;
 	r = kiln_yaml_parse(path, text, len, NULL, &root);
+	if (r == -ENODATA) /* only comments (the packaged file): every default */
+		return 0;
 	if (r < 0)
 		return r;
+	if (kiln_ynode_is_null(root)) {
+		kiln_ynode_free(root);
+		return 0;
+	}
 	if (root->kind != KILN_YNODE_MAPPING) {
 		kiln_ynode_free(root);
 		return kiln_err(EINVAL, "%s: expected a mapping of settings", path);

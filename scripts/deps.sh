@@ -10,6 +10,7 @@ pkgs=(
 	libssl-dev libsqlite3-dev libjansson-dev libsystemd-dev
 	clang libclang-rt-14-dev python3
 	zstd
+	systemd dpkg-dev # systemd-analyze verify of the units; dpkg-shlibdeps for make package
 )
 
 missing=()

@@ -217,8 +217,56 @@ def test_version_help():
         assert r.returncode == 2 and r.stderr, (b, kiln.describe(r))
 
 
+def test_watchdog():
+    """With systemd's NOTIFY_SOCKET and WATCHDOG_USEC, each daemon says READY=1, then
+    WATCHDOG=1 at about half the period; SIGTERM says STOPPING=1."""
+    import socket
+    d = kiln.tempdir('kiln-notify-')
+    path = os.path.join(d, 'notify')
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(10)
+    env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC='400000')
+    data = kiln.tempdir('kiln-wd-')
+    coord = subprocess.Popen([kiln.binary('kiln-coordinator'), '--data', data, '--listen',
+                              'tcp://127.0.0.1:0', '--http', '127.0.0.1:0'], env=env,
+                             stderr=subprocess.DEVNULL)
+    kiln._procs.append(coord)
+
+    def messages(n):
+        got = []
+        while len(got) < n:
+            got.append(sock.recv(4096).decode())
+        return got
+    got = messages(4)
+    assert got[0].startswith('READY=1') and got[1:] == ['WATCHDOG=1'] * 3, got
+    bus = kiln.wait_for(lambda: __import__('json').load(
+        open(os.path.join(data, 'endpoints.json')))['bus'], 10, 'endpoints')
+    work = kiln.tempdir('kiln-wd-agent-')
+    agent = subprocess.Popen([kiln.binary('kiln-agent'), '--coordinator', bus, '--work', work],
+                             env=dict(env), stderr=subprocess.DEVNULL)
+    kiln._procs.append(agent)
+    t0 = time.monotonic()
+    got = messages(10)
+    assert got.count('READY=1') == 1 and got.count('WATCHDOG=1') == 9, got
+    assert time.monotonic() - t0 < 5, 'pings too slow'
+    coord.terminate()
+    agent.terminate()
+    assert coord.wait(20) == 0 and agent.wait(20) == 0
+    rest = []
+    sock.settimeout(0.5)
+    try:
+        while True:
+            rest.append(sock.recv(4096).decode())
+    except socket.timeout:
+        pass
+    assert rest.count('STOPPING=1') == 2, rest
+    sock.close()
+
+
 def main():
     R.run(test_version_help)
+    R.run(test_watchdog)
     R.run(test_agent_config_errors)
     R.run(test_register_reload_drain)
     R.run(test_backup_while_running)
