@@ -319,6 +319,8 @@ static bool maybe_wait(api_req *r, uint64_t run_id)
 	api_waiter *w = kiln_calloc(1, sizeof *w);
 	w->run_id = run_id;
 	w->deadline_ms = deadline;
+	if (deadline < c->next_tick_ms) /* the core loop wakes for it */
+		c->next_tick_ms = deadline;
 	w->method = kiln_strdup(r->method);
 	w->path = kiln_strdup(r->path);
 	w->query = kiln_strdup(r->query);

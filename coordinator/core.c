@@ -73,8 +73,9 @@ static void *core_main(void *arg)
 			sched_tick(c, now);
 			triggers_tick(c, now);
 			api_expire(c, now, false);
+			int64_t next = sched_next_deadline(c, kiln_now_ms());
 			pthread_mutex_lock(&c->mu);
-			c->next_tick_ms = now + 250;
+			c->next_tick_ms = next;
 			continue;
 		}
 		struct timespec ts;

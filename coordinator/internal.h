@@ -110,6 +110,7 @@ struct coord {
 	/* checkpoints the WAL on its own connection, so fsyncs never stall the core thread */
 	pthread_t ckpt_thread;
 	bool ckpt_running, ckpt_stop;
+	bool ckpt_dirty; /* committed since the last checkpoint (under mu) */
 	pthread_cond_t ckpt_cv;
 };
 
@@ -203,6 +204,11 @@ void sched_load(coord *c);
 bool sched_request(coord *c, bus_ctx *ctx, Kiln__Request *req);
 void sched_pipe_gone(coord *c, uint32_t pipe);
 void sched_tick(coord *c, int64_t now_ms);
+/* The next time something is due: a held poll to answer, an agent to declare lost, a long
+   poll of the API to end; at most TICK_MAX_MS away (the periodic checks of other modules run
+   at that pace when nothing else is due), so an idle coordinator wakes rarely. */
+#define TICK_MAX_MS 2000
+int64_t sched_next_deadline(coord *c, int64_t now_ms);
 void sched_kick(coord *c);
 /* The `github` context of a run (and job). */
 json_t *coord_github_context(uint64_t run_id, int64_t number, uint32_t attempt, const char *repo,

@@ -494,6 +494,8 @@ static void assign(coord *c, coord_agent *a, bus_ctx *ctx, uint64_t id)
 	store_commit(c);
 
 	a->last_assigned = id;
+	/* its poll was held until now: it is alive now, whatever time it sent the poll */
+	a->last_seen_ms = now;
 	send_assignment(c, ctx, id);
 	api_notify_run(c, run_id);
 	forge_job_assigned(c, run_id, id, now);
@@ -515,6 +517,7 @@ void sched_kick(coord *c)
 	for (coord_agent *a = c->agents; a; a = a->next) {
 		if (a->parked && !a->lost && deliver_cancel(c, a, a->parked)) {
 			a->parked = NULL;
+			a->last_seen_ms = kiln_now_ms();
 			continue;
 		}
 		if (!a->parked || a->lost || a->disabled || a->draining || free_slots(c, a) == 0)
@@ -695,6 +698,8 @@ static void handle_poll(coord *c, coord_agent *a, bus_ctx *ctx, Kiln__Poll *p)
 	}
 	a->parked = ctx;
 	a->parked_until_ms = a->last_seen_ms + c->cfg.poll_timeout_ms;
+	if (a->parked_until_ms < c->next_tick_ms) /* the core loop wakes for it */
+		c->next_tick_ms = a->parked_until_ms;
 }
 
 static void handle_job_update(coord *c, bus_ctx *ctx, Kiln__JobUpdate *u)
@@ -1405,6 +1410,22 @@ void sched_tick(coord *c, int64_t now)
 		if (!a->parked && !a->lost && now - a->last_seen_ms > c->cfg.lost_after_ms)
 			agent_lost(c, a);
 	}
+}
+
+int64_t sched_next_deadline(coord *c, int64_t now)
+{
+	int64_t next = now + TICK_MAX_MS;
+	for (coord_agent *a = c->agents; a; a = a->next) {
+		int64_t t = a->parked ? a->parked_until_ms
+			    : a->lost ? INT64_MAX
+				      : a->last_seen_ms + c->cfg.lost_after_ms + 1;
+		if (t < next)
+			next = t;
+	}
+	for (api_waiter *w = c->waiters; w; w = w->next)
+		if (w->deadline_ms < next)
+			next = w->deadline_ms;
+	return next > now ? next : now;
 }
 
 void sched_shutdown(coord *c)

@@ -142,18 +142,23 @@ static void *ckpt_main(void *arg)
 		return NULL;
 	}
 	sqlite3_busy_timeout(db, 1000);
+	/* asleep until a commit marks the WAL dirty; then at most one checkpoint a second */
 	pthread_mutex_lock(&c->mu);
 	while (!c->ckpt_stop) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += 1;
-		pthread_cond_timedwait(&c->ckpt_cv, &c->mu, &ts);
+		while (!__atomic_load_n(&c->ckpt_dirty, __ATOMIC_RELAXED) && !c->ckpt_stop)
+			pthread_cond_wait(&c->ckpt_cv, &c->mu);
 		if (c->ckpt_stop)
 			break;
+		__atomic_store_n(&c->ckpt_dirty, false, __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&c->mu);
 		int log = 0, done = 0;
 		sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
 		pthread_mutex_lock(&c->mu);
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		while (!c->ckpt_stop && pthread_cond_timedwait(&c->ckpt_cv, &c->mu, &ts) == 0)
+			;
 	}
 	pthread_mutex_unlock(&c->mu);
 	sqlite3_close(db);
@@ -317,6 +322,17 @@ sqlite3_stmt *store_q(coord *c, const char *sql, const char *types, ...)
 	return st;
 }
 
+/* The WAL has something new: the checkpointer wakes (once, until it has run). */
+static void mark_dirty(coord *c)
+{
+	if (__atomic_load_n(&c->ckpt_dirty, __ATOMIC_RELAXED))
+		return;
+	pthread_mutex_lock(&c->mu);
+	__atomic_store_n(&c->ckpt_dirty, true, __ATOMIC_RELAXED);
+	pthread_cond_signal(&c->ckpt_cv);
+	pthread_mutex_unlock(&c->mu);
+}
+
 int store_x(coord *c, const char *sql, const char *types, ...)
 {
 	va_list ap;
@@ -328,6 +344,8 @@ int store_x(coord *c, const char *sql, const char *types, ...)
 		;
 	if (r != SQLITE_DONE)
 		kiln_log(3, "sql: %s", sqlite3_errmsg(c->db));
+	else if (!sqlite3_stmt_readonly(st) && sqlite3_get_autocommit(c->db))
+		mark_dirty(c); /* a commit, or a write outside a transaction */
 	sqlite3_reset(st);
 	return r;
 }
