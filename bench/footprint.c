@@ -124,7 +124,8 @@ static void on_alarm(int sig)
 int main(int argc, char **argv)
 {
 	int nagents = 100;
-	double idle_s = 10;
+	/* longer than a poll is held (25 s): the window must see every agent's poll come back */
+	double idle_s = 60;
 	char bin[PATH_MAX] = "";
 	bool check = false, keep = false;
 	for (int i = 1; i < argc; i++) {
