@@ -132,6 +132,21 @@ int agent_call(agent *a, Kiln__Request *req, int64_t timeout_ms, Kiln__Response 
 	return kiln_err(EACCES, "the coordinator refused our session");
 }
 
+int agent_call_expect(agent *a, Kiln__Request *req, int64_t timeout_ms,
+		      Kiln__Response__BodyCase want, Kiln__Response **resp)
+{
+	int r = agent_call(a, req, timeout_ms, resp);
+	if (r < 0)
+		return r;
+	if ((*resp)->status != KILN__STATUS__STATUS_OK || (*resp)->body_case != want) {
+		r = kiln_err(EPROTO, "the coordinator refused: %s",
+			     (*resp)->error && *(*resp)->error ? (*resp)->error : "no reason given");
+		kiln__response__free_unpacked(*resp, NULL);
+		*resp = NULL;
+	}
+	return r;
+}
+
 static int do_register(agent *a)
 {
 	Kiln__Register reg = KILN__REGISTER__INIT;

@@ -107,6 +107,10 @@ struct agent {
 /* Sends req and waits for the response (timeout in ms); re-registers on UNAUTHORIZED.
    Returns 0 with *resp owned by the caller, or a negative errno. */
 int agent_call(agent *a, Kiln__Request *req, int64_t timeout_ms, Kiln__Response **resp);
+/* agent_call, and an answer that is not OK with a body of kind `want` is an error
+   ("the coordinator refused: …"); *resp is the caller's on success. */
+int agent_call_expect(agent *a, Kiln__Request *req, int64_t timeout_ms,
+		      Kiln__Response__BodyCase want, Kiln__Response **resp);
 /* Queues a line of the job's log and hands it to the shipper (the job's thread). */
 void agent_job_line(agent_job *j, int stream, int32_t step, int64_t ts_ms, const char *text,
 		    size_t len);

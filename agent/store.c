@@ -201,13 +201,9 @@ int agent_cache_restore(const agent_store_ctx *sc, json_t **post)
 	req.body_case = KILN__REQUEST__BODY_CACHE_LOOKUP;
 	req.cache_lookup = &cl;
 	Kiln__Response *resp = NULL;
-	int r = agent_call(j->a, &req, 60000, &resp);
-	if (r == 0 && (resp->status != KILN__STATUS__STATUS_OK ||
-		       resp->body_case != KILN__RESPONSE__BODY_CACHE_LOOKUP)) {
-		r = kiln_err(EPROTO, "cache lookup refused: %s", resp->error);
-		kiln__response__free_unpacked(resp, NULL);
-		resp = NULL;
-	}
+	int r = agent_call_expect(j->a, &req, 60000, KILN__RESPONSE__BODY_CACHE_LOOKUP, &resp);
+	if (r < 0)
+		kiln_err_prefix("cache lookup");
 	set_output(sc, "cache-primary-key", key);
 	bool exact = false;
 	if (r == 0) {
@@ -375,15 +371,12 @@ int agent_cache_save(const agent_store_ctx *sc)
 	req.body_case = KILN__REQUEST__BODY_CACHE_COMMIT;
 	req.cache_commit = &cc;
 	Kiln__Response *resp = NULL;
-	r = agent_call(j->a, &req, 60000, &resp);
+	r = agent_call_expect(j->a, &req, 60000, KILN__RESPONSE__BODY_CACHE_COMMIT, &resp);
 	if (r < 0) {
 		logf_(sc, "Warning: Failed to save: %s", kiln_errmsg());
 		return 0;
 	}
-	if (resp->status != KILN__STATUS__STATUS_OK ||
-	    resp->body_case != KILN__RESPONSE__BODY_CACHE_COMMIT) {
-		logf_(sc, "Warning: Failed to save: %s", resp->error);
-	} else if (!resp->cache_commit->stored) {
+	if (!resp->cache_commit->stored) {
 		logf_(sc, "Warning: Failed to save: Unable to reserve cache with key %s, another job "
 			  "may be creating this cache.",
 		      key);
@@ -525,12 +518,12 @@ int agent_artifact_upload(const agent_store_ctx *sc)
 	req.body_case = KILN__REQUEST__BODY_ARTIFACT_COMMIT;
 	req.artifact_commit = &ac;
 	Kiln__Response *resp = NULL;
-	if ((r = agent_call(j->a, &req, 60000, &resp)) < 0)
+	if ((r = agent_call_expect(j->a, &req, 60000, KILN__RESPONSE__BODY_ARTIFACT_COMMIT,
+				   &resp)) < 0) {
+		kiln_err_prefix("the artifact %s", name);
 		return r;
-	if (resp->status != KILN__STATUS__STATUS_OK ||
-	    resp->body_case != KILN__RESPONSE__BODY_ARTIFACT_COMMIT)
-		r = kiln_err(EPROTO, "the artifact %s was refused: %s", name, resp->error);
-	else if (!resp->artifact_commit->stored)
+	}
+	if (!resp->artifact_commit->stored)
 		r = kiln_err(EEXIST, "Failed to upload the artifact %s: %s", name,
 			     resp->artifact_commit->message);
 	kiln__response__free_unpacked(resp, NULL);
@@ -561,13 +554,9 @@ int agent_artifact_download(const agent_store_ctx *sc)
 	req.body_case = KILN__REQUEST__BODY_ARTIFACT_LIST;
 	req.artifact_list = &al;
 	Kiln__Response *resp = NULL;
-	int r = agent_call(j->a, &req, 60000, &resp);
-	if (r < 0)
-		return r;
-	if (resp->status != KILN__STATUS__STATUS_OK ||
-	    resp->body_case != KILN__RESPONSE__BODY_ARTIFACT_LIST) {
-		r = kiln_err(EPROTO, "cannot list the run's artifacts: %s", resp->error);
-		kiln__response__free_unpacked(resp, NULL);
+	int r = agent_call_expect(j->a, &req, 60000, KILN__RESPONSE__BODY_ARTIFACT_LIST, &resp);
+	if (r < 0) {
+		kiln_err_prefix("cannot list the run's artifacts");
 		return r;
 	}
 	Kiln__ArtifactListReply *lr = resp->artifact_list;

@@ -53,21 +53,6 @@ static void fail(xfer *x, int err, const char *msg)
 	pthread_cond_broadcast(&x->cv);
 }
 
-/* Sends req and checks the answer's kind; *resp is the caller's. */
-static int call(agent *a, Kiln__Request *req, Kiln__Response__BodyCase want, Kiln__Response **resp)
-{
-	int r = agent_call(a, req, CALL_MS, resp);
-	if (r < 0)
-		return r;
-	if ((*resp)->status != KILN__STATUS__STATUS_OK || (*resp)->body_case != want) {
-		r = kiln_err(EPROTO, "the coordinator refused: %s",
-			     (*resp)->error && *(*resp)->error ? (*resp)->error : "no reason given");
-		kiln__response__free_unpacked(*resp, NULL);
-		*resp = NULL;
-	}
-	return r;
-}
-
 static void run_parallel(xfer *x, void *(*fn)(void *))
 {
 	pthread_t t[PARALLEL - 1];
@@ -93,7 +78,7 @@ static int find_missing(agent *a, const kiln_strv *all, kiln_strv *missing)
 		req.body_case = KILN__REQUEST__BODY_BLOB_FIND_MISSING;
 		req.blob_find_missing = &fm;
 		Kiln__Response *resp = NULL;
-		int r = call(a, &req, KILN__RESPONSE__BODY_BLOB_FIND_MISSING, &resp);
+		int r = agent_call_expect(a, &req, CALL_MS, KILN__RESPONSE__BODY_BLOB_FIND_MISSING, &resp);
 		if (r < 0)
 			return r;
 		for (size_t k = 0; k < resp->blob_find_missing->n_missing; k++)
@@ -176,7 +161,7 @@ static void *upload_main(void *arg)
 		req.body_case = KILN__REQUEST__BODY_BLOB_PUT;
 		req.blob_put = &bp;
 		Kiln__Response *resp = NULL;
-		int r = call(x->a, &req, KILN__RESPONSE__BODY_BLOB_PUT, &resp);
+		int r = agent_call_expect(x->a, &req, CALL_MS, KILN__RESPONSE__BODY_BLOB_PUT, &resp);
 		if (resp)
 			kiln__response__free_unpacked(resp, NULL);
 		if (r < 0) {
@@ -264,7 +249,7 @@ static void *download_main(void *arg)
 		req.body_case = KILN__REQUEST__BODY_BLOB_GET;
 		req.blob_get = &bg;
 		Kiln__Response *resp = NULL;
-		int r = call(x->a, &req, KILN__RESPONSE__BODY_BLOB_GET, &resp);
+		int r = agent_call_expect(x->a, &req, CALL_MS, KILN__RESPONSE__BODY_BLOB_GET, &resp);
 
 		pthread_mutex_lock(&x->mu);
 		x->outstanding--;

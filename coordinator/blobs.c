@@ -64,26 +64,12 @@ kiln_cas *blobs_cas(coord *c)
 	return c->blobs ? c->blobs->cas : NULL;
 }
 
-static void reply(bus_ctx *ctx, Kiln__Response *resp)
-{
-	resp->version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
-	bus_reply(ctx, resp);
-}
-
-static void reply_error(bus_ctx *ctx, Kiln__Status st, const char *msg)
-{
-	Kiln__Response resp = KILN__RESPONSE__INIT;
-	resp.status = st;
-	resp.error = (char *)msg;
-	reply(ctx, &resp);
-}
-
 /* ---- requests ---- */
 
 static void find_missing(blobs *b, bus_ctx *ctx, Kiln__BlobFindMissing *fm)
 {
 	if (fm->n_digests > MAX_DIGESTS) {
-		reply_error(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "too many digests in one request");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "too many digests in one request");
 		return;
 	}
 	char **missing = kiln_calloc(fm->n_digests + 1, sizeof *missing);
@@ -91,7 +77,7 @@ static void find_missing(blobs *b, bus_ctx *ctx, Kiln__BlobFindMissing *fm)
 	for (size_t i = 0; i < fm->n_digests; i++) {
 		if (!kiln_cas_digest_valid(fm->digests[i])) {
 			free(missing);
-			reply_error(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "not a SHA-256 digest");
+			bus_reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "not a SHA-256 digest");
 			return;
 		}
 		if (kiln_cas_has(b->cas, fm->digests[i]) != 1)
@@ -103,7 +89,7 @@ static void find_missing(blobs *b, bus_ctx *ctx, Kiln__BlobFindMissing *fm)
 	Kiln__Response resp = KILN__RESPONSE__INIT;
 	resp.body_case = KILN__RESPONSE__BODY_BLOB_FIND_MISSING;
 	resp.blob_find_missing = &r;
-	reply(ctx, &resp);
+	bus_reply(ctx, &resp);
 	free(missing);
 }
 
@@ -248,7 +234,7 @@ static void put(blobs *b, bus_ctx *ctx, Kiln__BlobPut *bp)
 	kiln_cas_batch_end(b->cas);
 	if (r < 0) {
 		kiln_log(KILN_LOG_WARNING, "blob upload refused: %s", kiln_errmsg());
-		reply_error(ctx, KILN__STATUS__STATUS_BAD_REQUEST, kiln_errmsg());
+		bus_reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, kiln_errmsg());
 	} else {
 		Kiln__BlobPutReply pr = KILN__BLOB_PUT_REPLY__INIT;
 		pr.stored = stored;
@@ -256,7 +242,7 @@ static void put(blobs *b, bus_ctx *ctx, Kiln__BlobPut *bp)
 		Kiln__Response resp = KILN__RESPONSE__INIT;
 		resp.body_case = KILN__RESPONSE__BODY_BLOB_PUT;
 		resp.blob_put = &pr;
-		reply(ctx, &resp);
+		bus_reply(ctx, &resp);
 	}
 	free(stored);
 }
@@ -265,7 +251,7 @@ static void get(blobs *b, bus_ctx *ctx, Kiln__BlobGet *bg)
 {
 	for (size_t i = 0; i < bg->n_wants; i++) {
 		if (!kiln_cas_digest_valid(bg->wants[i]->digest)) {
-			reply_error(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "not a SHA-256 digest");
+			bus_reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "not a SHA-256 digest");
 			return;
 		}
 	}
@@ -300,7 +286,7 @@ static void get(blobs *b, bus_ctx *ctx, Kiln__BlobGet *bg)
 	Kiln__Response resp = KILN__RESPONSE__INIT;
 	resp.body_case = KILN__RESPONSE__BODY_BLOB_GET;
 	resp.blob_get = &gr;
-	reply(ctx, &resp);
+	bus_reply(ctx, &resp);
 	free(buf);
 	free(pieces);
 	free(pp);
@@ -357,14 +343,14 @@ static void run_job(blobs *b, blob_job *j)
 					       ? req->cache_commit->manifest
 					       : req->artifact_commit->manifest;
 		if (manifest_complete(b, manifest) < 0) {
-			reply_error(j->ctx, KILN__STATUS__STATUS_BAD_REQUEST, kiln_errmsg());
+			bus_reply_status(j->ctx, KILN__STATUS__STATUS_BAD_REQUEST, kiln_errmsg());
 			break;
 		}
 		core_post(b->c, commit_on_core, j);
 		return;
 	}
 	default:
-		reply_error(j->ctx, KILN__STATUS__STATUS_BAD_REQUEST, "not a blob request");
+		bus_reply_status(j->ctx, KILN__STATUS__STATUS_BAD_REQUEST, "not a blob request");
 	}
 	kiln__request__free_unpacked(req, NULL);
 	free(j);
@@ -408,7 +394,7 @@ void blobs_request(coord *c, bus_ctx *ctx, Kiln__Request *req, blobs_done_fn don
 	pthread_mutex_lock(&b->mu);
 	if (b->stop || !b->started) {
 		pthread_mutex_unlock(&b->mu);
-		reply_error(ctx, KILN__STATUS__STATUS_UNAVAILABLE, "the coordinator is stopping");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_UNAVAILABLE, "the coordinator is stopping");
 		kiln__request__free_unpacked(req, NULL);
 		return;
 	}

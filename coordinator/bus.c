@@ -102,12 +102,11 @@ static int listen_one(bus *b)
 	return 0;
 }
 
-static void reply_error(bus_ctx *x, Kiln__Status st, const char *msg)
+void bus_reply_status(bus_ctx *x, Kiln__Status st, const char *msg)
 {
 	Kiln__Response resp = KILN__RESPONSE__INIT;
-	resp.version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
 	resp.status = st;
-	resp.error = (char *)msg;
+	resp.error = (char *)(msg ? msg : "");
 	bus_reply(x, &resp);
 }
 
@@ -164,12 +163,12 @@ static void ctx_cb(void *arg)
 		kiln__request__unpack(NULL, nng_msg_len(m), (const uint8_t *)nng_msg_body(m));
 	nng_msg_free(m);
 	if (!req) {
-		reply_error(x, KILN__STATUS__STATUS_BAD_REQUEST, "malformed request");
+		bus_reply_status(x, KILN__STATUS__STATUS_BAD_REQUEST, "malformed request");
 		return;
 	}
 	if (req->version != KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT) {
 		kiln__request__free_unpacked(req, NULL);
-		reply_error(x, KILN__STATUS__STATUS_VERSION, "protocol version not supported");
+		bus_reply_status(x, KILN__STATUS__STATUS_VERSION, "protocol version not supported");
 		return;
 	}
 	bus_event *ev = kiln_malloc(sizeof *ev);
@@ -178,8 +177,9 @@ static void ctx_cb(void *arg)
 	core_post(b->c, on_core, ev);
 }
 
-void bus_reply(bus_ctx *x, const Kiln__Response *resp)
+void bus_reply(bus_ctx *x, Kiln__Response *resp)
 {
+	resp->version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
 	bus *b = x->b;
 	size_t n = kiln__response__get_packed_size(resp);
 	nng_msg *m;

@@ -17,21 +17,6 @@
 #define MAX_KEYS 11      /* the key and up to 10 restore keys */
 #define MAX_NAME 255
 
-static void reply_status(bus_ctx *ctx, Kiln__Status st, const char *msg)
-{
-	Kiln__Response resp = KILN__RESPONSE__INIT;
-	resp.version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
-	resp.status = st;
-	resp.error = (char *)msg;
-	bus_reply(ctx, &resp);
-}
-
-static void reply_body(bus_ctx *ctx, Kiln__Response *resp)
-{
-	resp->version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
-	bus_reply(ctx, resp);
-}
-
 /* The run of a job attempt that is current: its id, repository and ref (owned). */
 static bool job_run(coord *c, uint64_t job_id, uint32_t attempt, uint64_t *run_id, char **repo,
 		    char **ref)
@@ -92,16 +77,16 @@ static void cache_lookup(coord *c, bus_ctx *ctx, Kiln__CacheLookup *cl)
 	uint64_t run_id;
 	_cleanup_free_ char *repo = NULL, *ref = NULL;
 	if (!job_run(c, cl->job_id, cl->attempt, &run_id, &repo, &ref)) {
-		reply_status(ctx, KILN__STATUS__STATUS_STALE, "no such job attempt");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_STALE, "no such job attempt");
 		return;
 	}
 	if (cl->n_keys == 0 || cl->n_keys > MAX_KEYS) {
-		reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "a key and at most 10 restore keys");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "a key and at most 10 restore keys");
 		return;
 	}
 	for (size_t i = 0; i < cl->n_keys; i++) {
 		if (!key_ok(cl->keys[i])) {
-			reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST,
+			bus_reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST,
 				     "a cache key is 1 to 512 characters, without commas");
 			return;
 		}
@@ -123,7 +108,7 @@ static void cache_lookup(coord *c, bus_ctx *ctx, Kiln__CacheLookup *cl)
 	Kiln__Response resp = KILN__RESPONSE__INIT;
 	resp.body_case = KILN__RESPONSE__BODY_CACHE_LOOKUP;
 	resp.cache_lookup = &lr;
-	reply_body(ctx, &resp);
+	bus_reply(ctx, &resp);
 	if (lr.found) {
 		free(lr.key);
 		free(lr.manifest);
@@ -138,7 +123,7 @@ static void cache_reply(bus_ctx *ctx, bool stored, const char *msg)
 	Kiln__Response resp = KILN__RESPONSE__INIT;
 	resp.body_case = KILN__RESPONSE__BODY_CACHE_COMMIT;
 	resp.cache_commit = &cr;
-	reply_body(ctx, &resp);
+	bus_reply(ctx, &resp);
 }
 
 static void cache_commit_checked(coord *c, bus_ctx *ctx, Kiln__Request *req, void *arg)
@@ -148,7 +133,7 @@ static void cache_commit_checked(coord *c, bus_ctx *ctx, Kiln__Request *req, voi
 	uint64_t run_id;
 	_cleanup_free_ char *repo = NULL, *ref = NULL;
 	if (!job_run(c, cc->job_id, cc->attempt, &run_id, &repo, &ref)) {
-		reply_status(ctx, KILN__STATUS__STATUS_STALE, "no such job attempt");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_STALE, "no such job attempt");
 		return;
 	}
 	int64_t now = kiln_now_ms();
@@ -172,11 +157,11 @@ static bool cache_commit(coord *c, bus_ctx *ctx, Kiln__Request *req)
 	uint64_t run_id;
 	_cleanup_free_ char *repo = NULL, *ref = NULL;
 	if (!job_run(c, cc->job_id, cc->attempt, &run_id, &repo, &ref)) {
-		reply_status(ctx, KILN__STATUS__STATUS_STALE, "no such job attempt");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_STALE, "no such job attempt");
 		return false;
 	}
 	if (!key_ok(cc->key) || !*cc->version) {
-		reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST,
+		bus_reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST,
 			     "a cache key is 1 to 512 characters, without commas");
 		return false;
 	}
@@ -212,7 +197,7 @@ static void artifact_reply(bus_ctx *ctx, bool stored, const char *msg)
 	Kiln__Response resp = KILN__RESPONSE__INIT;
 	resp.body_case = KILN__RESPONSE__BODY_ARTIFACT_COMMIT;
 	resp.artifact_commit = &ar;
-	reply_body(ctx, &resp);
+	bus_reply(ctx, &resp);
 }
 
 static bool artifact_exists(coord *c, uint64_t run_id, const char *name)
@@ -231,7 +216,7 @@ static void artifact_commit_checked(coord *c, bus_ctx *ctx, Kiln__Request *req, 
 	uint64_t run_id;
 	_cleanup_free_ char *repo = NULL, *ref = NULL;
 	if (!job_run(c, ac->job_id, ac->attempt, &run_id, &repo, &ref)) {
-		reply_status(ctx, KILN__STATUS__STATUS_STALE, "no such job attempt");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_STALE, "no such job attempt");
 		return;
 	}
 	if (!ac->overwrite && artifact_exists(c, run_id, ac->name)) {
@@ -260,17 +245,17 @@ static bool artifact_commit(coord *c, bus_ctx *ctx, Kiln__Request *req)
 	uint64_t run_id;
 	_cleanup_free_ char *repo = NULL, *ref = NULL;
 	if (!job_run(c, ac->job_id, ac->attempt, &run_id, &repo, &ref)) {
-		reply_status(ctx, KILN__STATUS__STATUS_STALE, "no such job attempt");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_STALE, "no such job attempt");
 		return false;
 	}
 	if (!name_ok(ac->name)) {
-		reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST,
+		bus_reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST,
 			     "an artifact name is 1 to 255 characters, none of \" : < > | * ? \\ / "
 			     "and no line breaks");
 		return false;
 	}
 	if (ac->retention_days > 3650) {
-		reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "retention-days: at most 3650");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "retention-days: at most 3650");
 		return false;
 	}
 	if (!ac->overwrite && artifact_exists(c, run_id, ac->name)) {
@@ -286,7 +271,7 @@ static void artifact_list(coord *c, bus_ctx *ctx, Kiln__ArtifactList *al)
 	uint64_t run_id;
 	_cleanup_free_ char *repo = NULL, *ref = NULL;
 	if (!job_run(c, al->job_id, al->attempt, &run_id, &repo, &ref)) {
-		reply_status(ctx, KILN__STATUS__STATUS_STALE, "no such job attempt");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_STALE, "no such job attempt");
 		return;
 	}
 	sqlite3_stmt *st = store_q(c,
@@ -312,7 +297,7 @@ static void artifact_list(coord *c, bus_ctx *ctx, Kiln__ArtifactList *al)
 	Kiln__Response resp = KILN__RESPONSE__INIT;
 	resp.body_case = KILN__RESPONSE__BODY_ARTIFACT_LIST;
 	resp.artifact_list = &lr;
-	reply_body(ctx, &resp);
+	bus_reply(ctx, &resp);
 	for (size_t i = 0; i < n; i++) {
 		free(v[i]->name);
 		free(v[i]->manifest);
@@ -340,7 +325,7 @@ bool caches_request(coord *c, bus_ctx *ctx, Kiln__Request *req)
 		artifact_list(c, ctx, req->artifact_list);
 		return false;
 	default:
-		reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "unknown request");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "unknown request");
 		return false;
 	}
 }

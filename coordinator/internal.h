@@ -149,8 +149,11 @@ int bus_start(coord *c);
 /* Closes the socket and waits for every callback; contexts stay allocated until bus_free. */
 void bus_close(coord *c);
 void bus_free(coord *c);
-/* Sends resp (packed, then freed by the caller) as the answer to ctx; any thread. */
-void bus_reply(bus_ctx *ctx, const Kiln__Response *resp);
+/* Sends resp (its protocol version filled in, packed, then freed by the caller) as the
+   answer to ctx; any thread. */
+void bus_reply(bus_ctx *ctx, Kiln__Response *resp);
+/* Answers ctx with a status and a message only. */
+void bus_reply_status(bus_ctx *ctx, Kiln__Status st, const char *msg);
 /* The nng pipe a request arrived on. */
 uint32_t bus_ctx_pipe(const bus_ctx *ctx);
 

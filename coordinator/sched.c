@@ -19,15 +19,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static void reply_status(bus_ctx *ctx, Kiln__Status st, const char *msg)
-{
-	Kiln__Response resp = KILN__RESPONSE__INIT;
-	resp.version = KILN__PROTOCOL_VERSION__PROTOCOL_CURRENT;
-	resp.status = st;
-	resp.error = (char *)(msg ? msg : "");
-	bus_reply(ctx, &resp);
-}
-
 /* Answers a Poll: with a job, a cancellation, or (pr NULL) nothing. */
 static void reply_poll(bus_ctx *ctx, Kiln__PollReply *pr)
 {
@@ -583,7 +574,7 @@ static void requeue_unlisted(coord *c, coord_agent *a, const Kiln__Register *reg
 static void handle_register(coord *c, bus_ctx *ctx, Kiln__Register *reg)
 {
 	if (!reg->name || !*reg->name || strlen(reg->name) > 128 || reg->n_labels > 64) {
-		reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "bad name or labels");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "bad name or labels");
 		return;
 	}
 	/* the token: an agent token names the agent; a registration token (or open registration)
@@ -592,13 +583,13 @@ static void handle_register(coord *c, bus_ctx *ctx, Kiln__Register *reg)
 	if (auth_register(c, reg->token, &ar) < 0) {
 		kiln_log(KILN_LOG_WARNING, "agent %.128s: registration refused: %s", reg->name,
 			 kiln_errmsg());
-		reply_status(ctx, KILN__STATUS__STATUS_UNAUTHORIZED, kiln_errmsg());
+		bus_reply_status(ctx, KILN__STATUS__STATUS_UNAUTHORIZED, kiln_errmsg());
 		return;
 	}
 	char session[65], digest[65], idbuf[17];
 	if (kiln_random_hex(32, session) < 0) {
 		free(ar.agent_id);
-		reply_status(ctx, KILN__STATUS__STATUS_INTERNAL, "no randomness");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_INTERNAL, "no randomness");
 		return;
 	}
 	kiln_sha256_hex(session, strlen(session), digest);
@@ -712,7 +703,7 @@ static void handle_job_update(coord *c, bus_ctx *ctx, Kiln__JobUpdate *u)
 				   "i", (int64_t)u->job_id);
 	if (sqlite3_step(st) != SQLITE_ROW) {
 		store_done(st);
-		reply_status(ctx, KILN__STATUS__STATUS_NOT_FOUND, "no such job");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_NOT_FOUND, "no such job");
 		return;
 	}
 	uint64_t run_id = (uint64_t)sqlite3_column_int64(st, 0);
@@ -723,7 +714,7 @@ static void handle_job_update(coord *c, bus_ctx *ctx, Kiln__JobUpdate *u)
 	_cleanup_free_ char *key = kiln_strdup(col_text(st, 5));
 	store_done(st);
 	if (u->attempt != attempt) {
-		reply_status(ctx, KILN__STATUS__STATUS_STALE, "attempt is no longer current");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_STALE, "attempt is no longer current");
 		return;
 	}
 	const char *concl = conclusion_name(u->conclusion);
@@ -816,27 +807,27 @@ static void handle_log_append(coord *c, bus_ctx *ctx, Kiln__LogAppend *la)
 				   (int64_t)la->job_id);
 	if (sqlite3_step(st) != SQLITE_ROW) {
 		store_done(st);
-		reply_status(ctx, KILN__STATUS__STATUS_NOT_FOUND, "no such job");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_NOT_FOUND, "no such job");
 		return;
 	}
 	uint64_t run_id = (uint64_t)sqlite3_column_int64(st, 0);
 	uint32_t attempt = (uint32_t)sqlite3_column_int(st, 1);
 	store_done(st);
 	if (la->attempt == 0 || la->attempt > attempt || la->first_seq == 0) {
-		reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "no such attempt");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, "no such attempt");
 		return;
 	}
 	const char *buf = (const char *)la->lines.data;
 	size_t len = la->lines.len;
 	int64_t n = kiln_loglines_check(buf, len, la->first_seq);
 	if (n < 0) {
-		reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, kiln_errmsg());
+		bus_reply_status(ctx, KILN__STATUS__STATUS_BAD_REQUEST, kiln_errmsg());
 		return;
 	}
 	logfile *jf = coord_log(c, la->job_id, la->attempt);
 	runlog *rl = coord_runlog(c, run_id);
 	if (!jf || !rl) {
-		reply_status(ctx, KILN__STATUS__STATUS_INTERNAL, "cannot open the log");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_INTERNAL, "cannot open the log");
 		return;
 	}
 	uint64_t have = logfile_last_key(jf), last = la->first_seq + (uint64_t)n - 1;
@@ -917,7 +908,7 @@ bool sched_request(coord *c, bus_ctx *ctx, Kiln__Request *req)
 	}
 	coord_agent *a = agent_by_session(c, req->session);
 	if (!a) {
-		reply_status(ctx, KILN__STATUS__STATUS_UNAUTHORIZED, "unknown session: register");
+		bus_reply_status(ctx, KILN__STATUS__STATUS_UNAUTHORIZED, "unknown session: register");
 		return false;
 	}
 	a->last_seen_ms = kiln_now_ms();
@@ -1331,7 +1322,7 @@ void sched_remove_agent(coord *c, coord_agent *a)
 			continue;
 		*p = a->next;
 		if (a->parked)
-			reply_status(a->parked, KILN__STATUS__STATUS_UNAUTHORIZED, "this agent was removed");
+			bus_reply_status(a->parked, KILN__STATUS__STATUS_UNAUTHORIZED, "this agent was removed");
 		store_x(c, "DELETE FROM agents WHERE id = ?", "t", a->id);
 		/* its own token goes with it: it must register again with a registration token */
 		store_x(c,
