@@ -80,17 +80,9 @@ static json_t *list_artifacts(kiln_client *cl, long long run)
 
 int cli_artifacts(const cli_globals *g, int argc, char **argv)
 {
-	bool js = false;
-	long long id = 0;
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--json") == 0)
-			js = true;
-		else if (!id)
-			id = cli_run_id(argv[i]);
-		else
-			id = -1;
-	}
-	if (id <= 0) {
+	bool js;
+	long long id = cli_run_and_json(argc, argv, &js);
+	if (!id) {
 		cli_error("usage: kiln artifacts RUN [--json]");
 		return EXIT_USAGE;
 	}

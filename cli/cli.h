@@ -33,6 +33,11 @@ json_t *cli_call(kiln_client *cl, const char *method, const char *path, const ch
 void cli_print_json(json_t *v);
 /* A run id from the command line; 0 if malformed. */
 long long cli_run_id(const char *s);
+/* The arguments "RUN [--json]" (argv[0] is the command): the run id, or 0 when they are not
+   that; *json tells whether --json was given. */
+long long cli_run_and_json(int argc, char **argv, bool *json);
+/* The runs an API call created: their ids, one per line, or the answer as JSON. */
+void cli_print_created(json_t *resp, bool json);
 
 /* Follows run `id` until it ends, printing each line as "[job] text" (when `print`), and
    hands back the final run (with jobs) in *final. Returns 0, or <0 on transport errors

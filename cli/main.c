@@ -128,6 +128,33 @@ long long cli_run_id(const char *s)
 	return *end || id <= 0 ? 0 : id;
 }
 
+long long cli_run_and_json(int argc, char **argv, bool *json)
+{
+	long long id = 0;
+	*json = false;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			*json = true;
+		else if (!id)
+			id = cli_run_id(argv[i]);
+		else
+			id = -1;
+	}
+	return id > 0 ? id : 0;
+}
+
+void cli_print_created(json_t *resp, bool json)
+{
+	if (json) {
+		cli_print_json(resp);
+		return;
+	}
+	size_t i;
+	json_t *r;
+	json_array_foreach(json_object_get(resp, "runs"), i, r)
+		printf("%lld\n", (long long)json_integer_value(json_object_get(r, "id")));
+}
+
 static int cmd_submit(const cli_globals *g, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -174,14 +201,7 @@ static int cmd_submit(const cli_globals *g, int argc, char **argv)
 	kiln_client_free(cl);
 	if (!resp)
 		return EXIT_FAILED;
-	if (js) {
-		cli_print_json(resp);
-	} else {
-		size_t i;
-		json_t *r;
-		json_array_foreach(json_object_get(resp, "runs"), i, r)
-			printf("%lld\n", (long long)json_integer_value(json_object_get(r, "id")));
-	}
+	cli_print_created(resp, js);
 	json_decref(resp);
 	return EXIT_OK;
 }
@@ -310,17 +330,9 @@ static int cmd_runs(const cli_globals *g, int argc, char **argv)
 
 static int cmd_show(const cli_globals *g, int argc, char **argv)
 {
-	bool js = false;
-	long long id = 0;
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--json") == 0)
-			js = true;
-		else if (!id)
-			id = cli_run_id(argv[i]);
-		else
-			id = -1;
-	}
-	if (id <= 0) {
+	bool js;
+	long long id = cli_run_and_json(argc, argv, &js);
+	if (!id) {
 		cli_error("usage: kiln show RUN [--json]");
 		return EXIT_USAGE;
 	}

@@ -228,14 +228,7 @@ int cli_dispatch(const cli_globals *g, int argc, char **argv)
 	json_decref(body);
 	if (!resp)
 		return rc;
-	if (js) {
-		cli_print_json(resp);
-	} else {
-		size_t i;
-		json_t *r;
-		json_array_foreach(json_object_get(resp, "runs"), i, r)
-			printf("%lld\n", (long long)json_integer_value(json_object_get(r, "id")));
-	}
+	cli_print_created(resp, js);
 	json_decref(resp);
 	return EXIT_OK;
 }
