@@ -132,6 +132,19 @@ int agent_call(agent *a, Kiln__Request *req, int64_t timeout_ms, Kiln__Response 
 	return kiln_err(EACCES, "the coordinator refused our session");
 }
 
+kiln_cas *agent_cas(agent *a)
+{
+	pthread_mutex_lock(&a->cas_mu);
+	if (!a->cas) {
+		_cleanup_free_ char *dir = kiln_asprintf("%s/cas", a->cas_root);
+		if (kiln_mkdir_p(dir, 0750) == 0)
+			kiln_cas_open(a->cas_root, NULL, &a->cas);
+	}
+	kiln_cas *cas = a->cas;
+	pthread_mutex_unlock(&a->cas_mu);
+	return cas;
+}
+
 int agent_call_expect(agent *a, Kiln__Request *req, int64_t timeout_ms,
 		      Kiln__Response__BodyCase want, Kiln__Response **resp)
 {
@@ -308,7 +321,10 @@ static void *job_main(void *arg)
 	agent_job_run(j);
 	agent *a = j->a;
 	/* the store stays within its bound, oldest use first */
-	if (kiln_cas_evict(a->cas, a->cfg.cas_max_bytes) < 0)
+	pthread_mutex_lock(&a->cas_mu);
+	kiln_cas *cas = a->cas;
+	pthread_mutex_unlock(&a->cas_mu);
+	if (cas && kiln_cas_evict(cas, a->cfg.cas_max_bytes) < 0)
 		kiln_log(KILN_LOG_WARNING, "agent store: %s", kiln_errmsg());
 	pthread_mutex_lock(&a->mu);
 	j->done = true;
@@ -925,10 +941,9 @@ int agent_start(const agent_config *cfg, agent **out)
 	int r = kiln_clear_dir(spool, 0750);
 	if (r < 0)
 		goto fail;
-	const char *cas_root = cfg->cas_dir && *cfg->cas_dir ? cfg->cas_dir : a->work_dir;
-	_cleanup_free_ char *cas = kiln_asprintf("%s/cas", cas_root);
-	if ((r = kiln_mkdir_p(cas, 0750)) < 0 || (r = kiln_cas_open(cas_root, NULL, &a->cas)) < 0)
-		goto fail;
+	/* the store is opened on first use (agent_cas): an idle agent keeps SQLite unloaded */
+	a->cas_root = kiln_strdup(cfg->cas_dir && *cfg->cas_dir ? cfg->cas_dir : a->work_dir);
+	pthread_mutex_init(&a->cas_mu, NULL);
 	a->cfg.cas_dir = NULL;
 	if (!a->cfg.cas_max_bytes)
 		a->cfg.cas_max_bytes = 10ull << 30;
@@ -1034,6 +1049,9 @@ void agent_free(agent *a)
 	}
 	agent_spool_free(a->spare);
 	kiln_cas_close(a->cas);
+	if (a->cas_root) /* made with cas_mu */
+		pthread_mutex_destroy(&a->cas_mu);
+	free(a->cas_root);
 	if (a->script_dir)
 		kiln_rm_rf(a->script_dir);
 	free(a->script_dir);

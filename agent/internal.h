@@ -88,7 +88,9 @@ struct agent {
 	agent_spool *spare;       /* a spool file ready for the next job */
 	uint64_t spool_seq;
 	char *script_dir;         /* step scripts on tmpfs, or NULL for the job's temp dir */
-	struct kiln_cas *cas;     /* the agent's own blob store (work/cas), bounded by cfg */
+	struct kiln_cas *cas;     /* the agent's own blob store, opened on first use (agent_cas) */
+	char *cas_root;           /* where it is: CAS_ROOT/cas/… */
+	pthread_mutex_t cas_mu;   /* guards cas */
 
 	pthread_t poll_thread, ship_thread;
 	bool poll_started, ship_started;
@@ -107,6 +109,8 @@ struct agent {
 /* Sends req and waits for the response (timeout in ms); re-registers on UNAUTHORIZED.
    Returns 0 with *resp owned by the caller, or a negative errno. */
 int agent_call(agent *a, Kiln__Request *req, int64_t timeout_ms, Kiln__Response **resp);
+/* The agent's blob store, opened on first use; NULL (kiln_errmsg says why) if it cannot be. */
+struct kiln_cas *agent_cas(agent *a);
 /* agent_call, and an answer that is not OK with a body of kind `want` is an error
    ("the coordinator refused: …"); *resp is the caller's on success. */
 int agent_call_expect(agent *a, Kiln__Request *req, int64_t timeout_ms,

@@ -52,7 +52,7 @@ static void set_output(const agent_store_ctx *sc, const char *name, const char *
 
 static kiln_cas *local_cas(const agent_store_ctx *sc)
 {
-	return sc->j->a->cas;
+	return agent_cas(sc->j->a);
 }
 
 /* One blob from the coordinator (the restore's fallback for what the bulk fetch missed). */
@@ -178,6 +178,13 @@ static void split_keys(const char *text, kiln_strv *out)
 
 int agent_cache_restore(const agent_store_ctx *sc, json_t **post)
 {
+	if (post)
+		*post = NULL;
+	if (!local_cas(sc)) {
+		logf_(sc, "Warning: the agent's cache store cannot be used: %s", kiln_errmsg());
+		set_output(sc, "cache-hit", "false");
+		return 0;
+	}
 	const char *key = input(sc, "key"), *paths = input(sc, "path");
 	if (post)
 		*post = NULL;
@@ -306,6 +313,11 @@ static int expand(const agent_store_ctx *sc, const char *paths, kiln_paths **out
 
 int agent_cache_save(const agent_store_ctx *sc)
 {
+	if (!local_cas(sc)) {
+		logf_(sc, "Warning: Failed to save: the agent's cache store cannot be used: %s",
+		      kiln_errmsg());
+		return 0;
+	}
 	const char *key = input(sc, "key"), *paths = input(sc, "path");
 	if (!*key || !*paths) {
 		logf_(sc, "Warning: Input required and not supplied: %s", *key ? "path" : "key");
@@ -447,6 +459,8 @@ static char *common_dir(const kiln_strv *files)
 
 int agent_artifact_upload(const agent_store_ctx *sc)
 {
+	if (!local_cas(sc))
+		return kiln_err(EIO, "the agent's store cannot be used: %s", kiln_errmsg());
 	const char *name = *input(sc, "name") ? input(sc, "name") : "artifact";
 	const char *paths = input(sc, "path");
 	const char *nf = *input(sc, "if-no-files-found") ? input(sc, "if-no-files-found") : "warn";
@@ -539,6 +553,8 @@ int agent_artifact_upload(const agent_store_ctx *sc)
 
 int agent_artifact_download(const agent_store_ctx *sc)
 {
+	if (!local_cas(sc))
+		return kiln_err(EIO, "the agent's store cannot be used: %s", kiln_errmsg());
 	const char *name = input(sc, "name"), *pattern = input(sc, "pattern");
 	const char *path = input(sc, "path");
 	bool merge = input_bool(sc, "merge-multiple");

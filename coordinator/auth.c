@@ -15,9 +15,9 @@
  * ID 16 hex digits that name its row, SECRET 64 hex digits. The store keeps
  * only the SHA-256 of the whole token, found by ID and compared in constant
  * time. Revoking sets revoked_ms; a revoked agent token also ends the
- * agent's session at once (when revoked through the API) or within a second
- * (when revoked with `kiln-coordinator token revoke` beside a running
- * coordinator).
+ * agent's session at once (when revoked through the API) or within a few
+ * seconds (when revoked with `kiln-coordinator token revoke` beside a running
+ * coordinator: the core thread's idle tick, at most TICK_MAX_MS apart).
  */
 #include "coordinator/internal.h"
 #include "coordinator/auth.h"

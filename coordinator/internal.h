@@ -210,7 +210,7 @@ void sched_tick(coord *c, int64_t now_ms);
 /* The next time something is due: a held poll to answer, an agent to declare lost, a long
    poll of the API to end; at most TICK_MAX_MS away (the periodic checks of other modules run
    at that pace when nothing else is due), so an idle coordinator wakes rarely. */
-#define TICK_MAX_MS 2000
+#define TICK_MAX_MS 5000
 int64_t sched_next_deadline(coord *c, int64_t now_ms);
 void sched_kick(coord *c);
 /* The `github` context of a run (and job). */
