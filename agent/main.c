@@ -23,6 +23,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "agent/agent.h"
+#include "common/config.h"
 #include "common/util.h"
 #include "common/yaml.h"
 
@@ -121,56 +122,14 @@ static void set(settings *s, int k, const char *v)
 	s->v[k] = kiln_strdup(v);
 }
 
-/* Reads a config file into *s; keys it does not know are refused at file:line:col. A
-   missing file is -ENOENT. labels may be a list or a comma-separated string. */
+/* Reads a config file into *s (common/config.h): unknown keys are refused at file:line:col,
+   a missing file is -ENOENT, labels may be a list or a comma-separated string. */
 static int load_config(const char *path, settings *s)
 {
-	_cleanup_free_ char *text = NULL;
-	size_t len = 0;
-	int r = kiln_read_file(path, 1 << 20, &text, &len);
-	if (r < 0)
-		return r;
-	_cleanup_(kiln_ynode_freep) kiln_ynode *root = NULL;
-	r = kiln_yaml_parse(path, text, len, NULL, &root);
-	if (r == -ENODATA) /* only comments: every default */
-		return 0;
-	if (r < 0)
-		return r;
-	if (kiln_ynode_is_null(root))
-		return 0;
-	if (root->kind != KILN_YNODE_MAPPING)
-		return kiln_ynode_err(path, root, EINVAL, "expected a mapping of settings");
-	for (size_t i = 0; i < root->npairs; i++) {
-		const kiln_ynode *k = root->pairs[i].key, *v = root->pairs[i].value;
-		int key = -1;
-		for (int j = 0; j < NKEYS && key < 0; j++)
-			if (k->kind == KILN_YNODE_SCALAR && strcmp(k->str, keys[j]) == 0)
-				key = j;
-		if (key < 0)
-			return kiln_ynode_err(path, k, EINVAL, "unknown setting '%s'",
-					      k->kind == KILN_YNODE_SCALAR ? k->str : "?");
-		if (kiln_ynode_is_null(v))
-			continue; /* `key:` alone keeps the default */
-		if (key == K_LABELS && v->kind == KILN_YNODE_SEQUENCE) {
-			kiln_buf b = {0};
-			for (size_t j = 0; j < v->nitems; j++) {
-				if (v->items[j]->kind != KILN_YNODE_SCALAR) {
-					kiln_buf_free(&b);
-					return kiln_ynode_err(path, v->items[j], EINVAL,
-							      "labels: expected strings");
-				}
-				kiln_buf_printf(&b, "%s%s", j ? "," : "", v->items[j]->str);
-			}
-			free(s->v[key]);
-			s->v[key] = b.p ? kiln_buf_steal(&b) : kiln_strdup("");
-			continue;
-		}
-		if (v->kind != KILN_YNODE_SCALAR)
-			return kiln_ynode_err(path, v, EINVAL, "%s: expected a string, not a %s",
-					      keys[key], kiln_ynode_kind_name(v));
-		set(s, key, v->str);
-	}
-	return 0;
+	char **slots[NKEYS];
+	for (size_t i = 0; i < NKEYS; i++)
+		slots[i] = &s->v[i];
+	return kiln_config_load(path, keys, slots, NKEYS, "labels");
 }
 
 /* What the agent runs with, from flags over the file over the defaults. */

@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include <systemd/sd-daemon.h>
 
+#include "common/config.h"
 #include "common/util.h"
 #include "common/yaml.h"
 #include "coordinator/auth.h"
@@ -90,78 +91,25 @@ static void settings_free(settings *s)
 	s->anonymous_read = s->require_agent_token = NULL;
 }
 
-static void set_from(char **dst, const kiln_ynode *map, const char *key)
-{
-	const kiln_ynode *n = kiln_ynode_get(map, key);
-	if (n && n->kind == KILN_YNODE_SCALAR && !*dst)
-		*dst = kiln_strdup(n->str);
-}
-
+/* Reads the config file (common/config.h) into the settings a flag has not set already. */
 static int load_config(const char *path, settings *s)
 {
-	_cleanup_free_ char *text = NULL;
-	size_t len;
-	int r = kiln_read_file(path, 1 << 20, &text, &len);
-	if (r < 0)
-		return r;
-	kiln_ynode *root = NULL;
-	r = kiln_yaml_parse(path, text, len, NULL, &root);
-	if (r == -ENODATA) /* only comments (the packaged file): every default */
-		return 0;
-	if (r < 0)
-		return r;
-	if (kiln_ynode_is_null(root)) {
-		kiln_ynode_free(root);
-		return 0;
-	}
-	if (root->kind != KILN_YNODE_MAPPING) {
-		kiln_ynode_free(root);
-		return kiln_err(EINVAL, "%s: expected a mapping of settings", path);
-	}
-	static const char *const known[] = {
+	static const char *const keys[] = {
 	    "listen",	       "http",		  "data",	  "poll_timeout",
 	    "agent_lost_after", "retries",	  "max_message",  "max_log_bytes",
 	    "cas_dir",	       "default_branch", "cache_quota",  "cache_max_idle",
 	    "anonymous_read", "require_agent_token", "artifact_retention_days",
 	    "public_url", "forge_ca", "forge_retry", "forge_give_up", "tls_cert", "tls_key", "tls_ca",
 	    "log_level"};
-	for (size_t i = 0; i < root->npairs; i++) {
-		const kiln_ynode *k = root->pairs[i].key;
-		bool ok = false;
-		for (size_t j = 0; j < KILN_ARRAY_SIZE(known) && !ok; j++)
-			ok = k->kind == KILN_YNODE_SCALAR && strcmp(k->str, known[j]) == 0;
-		if (!ok) {
-			r = kiln_ynode_err(path, k, EINVAL, "unknown setting '%s'",
-					   k->kind == KILN_YNODE_SCALAR ? k->str : "?");
-			kiln_ynode_free(root);
-			return r;
-		}
-	}
-	set_from(&s->listen, root, "listen");
-	set_from(&s->http, root, "http");
-	set_from(&s->data, root, "data");
-	set_from(&s->poll_timeout, root, "poll_timeout");
-	set_from(&s->lost_after, root, "agent_lost_after");
-	set_from(&s->retries, root, "retries");
-	set_from(&s->max_message, root, "max_message");
-	set_from(&s->max_log, root, "max_log_bytes");
-	set_from(&s->cas_dir, root, "cas_dir");
-	set_from(&s->default_branch, root, "default_branch");
-	set_from(&s->cache_quota, root, "cache_quota");
-	set_from(&s->cache_max_idle, root, "cache_max_idle");
-	set_from(&s->retention, root, "artifact_retention_days");
-	set_from(&s->anonymous_read, root, "anonymous_read");
-	set_from(&s->require_agent_token, root, "require_agent_token");
-	set_from(&s->public_url, root, "public_url");
-	set_from(&s->forge_ca, root, "forge_ca");
-	set_from(&s->forge_retry, root, "forge_retry");
-	set_from(&s->forge_give_up, root, "forge_give_up");
-	set_from(&s->tls_cert, root, "tls_cert");
-	set_from(&s->tls_key, root, "tls_key");
-	set_from(&s->tls_ca, root, "tls_ca");
-	set_from(&s->log_level, root, "log_level");
-	kiln_ynode_free(root);
-	return 0;
+	char **const slots[] = {
+	    &s->listen,	    &s->http,	      &s->data,	       &s->poll_timeout,
+	    &s->lost_after, &s->retries,      &s->max_message, &s->max_log,
+	    &s->cas_dir,    &s->default_branch, &s->cache_quota, &s->cache_max_idle,
+	    &s->anonymous_read, &s->require_agent_token, &s->retention,
+	    &s->public_url, &s->forge_ca,     &s->forge_retry, &s->forge_give_up, &s->tls_cert,
+	    &s->tls_key,    &s->tls_ca,	      &s->log_level};
+	_Static_assert(KILN_ARRAY_SIZE(keys) == KILN_ARRAY_SIZE(slots), "a slot for every key");
+	return kiln_config_load(path, keys, slots, KILN_ARRAY_SIZE(keys), NULL);
 }
 
 /* SIGHUP: what can change live is the log level (from the config file; a flag wins). */

@@ -205,7 +205,7 @@ def test_packages():
 
 def test_configs_document_every_key():
     main = open(os.path.join(SRC, 'coordinator/main.c')).read()
-    m = re.search(r'static const char \*const known\[\] = \{(.*?)\};', main, re.S)
+    m = re.search(r'static const char \*const keys\[\] = \{(.*?)\};', main, re.S)
     known = re.findall(r'"([a-z_]+)"', m.group(1))
     assert 'listen' in known and 'log_level' in known, known
     text = open(os.path.join(SRC, 'packaging/coordinator.yaml')).read()
