@@ -1011,7 +1011,8 @@ void agent_free(agent *a)
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_sec += 10;
 		pthread_mutex_lock(&a->mu);
-		while (a->jobs && pthread_cond_timedwait(&a->cv, &a->mu, &ts) == 0)
+		/* (a coordinator that refuses us will take nothing: no waiting for it) */
+		while (a->jobs && !a->refused && pthread_cond_timedwait(&a->cv, &a->mu, &ts) == 0)
 			;
 		pthread_mutex_unlock(&a->mu);
 	}
@@ -1102,7 +1103,8 @@ int agent_drain(agent *a, int64_t timeout_ms, bool cancel)
 		n = 0;
 		for (agent_job *j = a->jobs; j; j = j->next)
 			n++;
-		if (!n || pthread_cond_timedwait(&a->cv, &a->mu, &ts) != 0)
+		/* (a coordinator that refuses our token will take none of it) */
+		if (!n || a->refused || pthread_cond_timedwait(&a->cv, &a->mu, &ts) != 0)
 			break;
 	}
 	pthread_mutex_unlock(&a->mu);
