@@ -511,6 +511,8 @@ void agent_job_send(agent_job *j, Kiln__JobUpdate *u, bool last)
 	o->packed = kiln_malloc(o->len ? o->len : 1);
 	kiln__job_update__pack(u, o->packed);
 	o->last = last;
+	o->step = u->step_index;
+	o->state = u->state;
 	agent *a = j->a;
 	pthread_mutex_lock(&a->mu);
 	if (j->updates_tail)
@@ -680,9 +682,30 @@ static int flight_settle(agent *a, log_flight *f)
 	return r;
 }
 
+/* A step's "running" that its "completed" has caught up with in the queue says nothing the
+   latter does not (it carries the start time too): one message less for a short step. */
+static void coalesce_updates(agent_job *j)
+{
+	while (j->updates && j->updates->state == KILN__JOB_STATE__JOB_STATE_RUNNING &&
+	       j->updates->step >= 0) {
+		out_update *o = j->updates, *later = o->next;
+		while (later && !(later->step == o->step &&
+				  later->state == KILN__JOB_STATE__JOB_STATE_COMPLETED))
+			later = later->next;
+		if (!later)
+			return;
+		j->updates = o->next;
+		if (!j->updates)
+			j->updates_tail = NULL;
+		free(o->packed);
+		free(o);
+	}
+}
+
 /* Sends j's first update; a->mu held on entry and exit. */
 static int ship_update(agent *a, agent_job *j)
 {
+	coalesce_updates(j);
 	out_update *o = j->updates;
 	pthread_mutex_unlock(&a->mu);
 	Kiln__JobUpdate *u = kiln__job_update__unpack(NULL, o->len, o->packed);

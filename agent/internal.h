@@ -22,6 +22,8 @@ typedef struct out_update {
 	uint8_t *packed; /* a packed Kiln__JobUpdate */
 	size_t len;
 	bool last;       /* the job's final result: sent once every line is stored */
+	int32_t step;    /* which step (-1: the job) and what it says, to coalesce */
+	int state;
 	struct out_update *next;
 } out_update;
 
