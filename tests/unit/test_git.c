@@ -7,6 +7,7 @@
 #include "common/git.h"
 #include "common/util.h"
 #include "tests/harness/check.h"
+#include "tests/harness/repo.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,117 +19,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-extern char **environ;
 
 static char *root; /* the temporary directory everything lives in */
-
-/* Runs argv (found on PATH); with `out`, captures stdout (trailing newline trimmed). Returns the
- * exit code. */
-static int spawn(const char *const argv[], char **out)
-{
-	int pfd[2] = {-1, -1};
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	if (out) {
-		if (pipe2(pfd, O_CLOEXEC) < 0) {
-			posix_spawn_file_actions_destroy(&fa);
-			return -1;
-		}
-		posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
-	} else {
-		posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-	}
-	pid_t pid;
-	int r = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	if (out)
-		close(pfd[1]);
-	if (r != 0) {
-		if (out)
-			close(pfd[0]);
-		return -1;
-	}
-	if (out) {
-		kiln_buf b = {0};
-		char chunk[4096];
-		ssize_t n;
-		while ((n = read(pfd[0], chunk, sizeof chunk)) > 0 || (n < 0 && errno == EINTR))
-			if (n > 0 && b.len < (1u << 20))
-				kiln_buf_append(&b, chunk, (size_t)n);
-		close(pfd[0]);
-		while (b.len > 0 && b.p[b.len - 1] == '\n')
-			b.p[--b.len] = '\0';
-		*out = kiln_buf_steal(&b);
-	}
-	int st;
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			return -1;
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-#define GIT(dir, ...) spawn((const char *const[]){"git", "-C", (dir), __VA_ARGS__, NULL}, NULL)
-
-static char *path_of(const char *a, const char *b)
-{
-	return kiln_asprintf("%s/%s", a, b);
-}
-
-static void put(const char *dir, const char *rel, const char *content)
-{
-	_cleanup_free_ char *p = path_of(dir, rel);
-	_cleanup_free_ char *parent = kiln_strdup(p);
-	*strrchr(parent, '/') = '\0';
-	kiln_mkdir_p(parent, 0755);
-	if (kiln_write_file_atomic(p, content, strlen(content), 0644) < 0)
-		fprintf(stderr, "write %s: %s\n", p, kiln_errmsg());
-}
-
-/* The file's content, or NULL if it cannot be read. Owned by the caller. */
-static char *get(const char *dir, const char *rel)
-{
-	_cleanup_free_ char *p = path_of(dir, rel);
-	char *s = NULL;
-	if (kiln_read_file(p, 1 << 20, &s, NULL) < 0)
-		return NULL;
-	return s;
-}
-
-static bool exists(const char *dir, const char *rel)
-{
-	_cleanup_free_ char *p = path_of(dir, rel);
-	struct stat st;
-	return lstat(p, &st) == 0;
-}
 
 static mode_t mode_of(const char *dir, const char *rel)
 {
 	_cleanup_free_ char *p = path_of(dir, rel);
 	struct stat st;
 	return lstat(p, &st) == 0 ? st.st_mode : 0;
-}
-
-static char *git_out(const char *dir, const char *a, const char *b, const char *c)
-{
-	char *out = NULL;
-	const char *argv[] = {"git", "-C", dir, a, b, c, NULL};
-	if (spawn(argv, &out) != 0) {
-		free(out);
-		return kiln_strdup("(git failed)");
-	}
-	return out;
-}
-
-static void head_sha(const char *dir, char sha[41])
-{
-	_cleanup_free_ char *s = git_out(dir, "rev-parse", "HEAD", NULL);
-	snprintf(sha, 41, "%s", s);
-}
-
-static void check_get(const char *dir, const char *rel, const char *want)
-{
-	_cleanup_free_ char *s = get(dir, rel);
-	CHECK_STR(s, want);
 }
 
 /* ---- the upstream repository ------------------------------------------- */
@@ -139,7 +37,7 @@ static char c1[41], f1[41], c2[41]; /* main: c1 (tag v1) - c2; feature: c1 - f1 
 static void make_upstream(void)
 {
 	up = path_of(root, "up");
-	CHECK_INT(spawn((const char *const[]){"git", "init", "-q", "-b", "main", up, NULL}, NULL),
+	CHECK_INT(spawn_in(NULL, (const char *const[]){"git", "init", "-q", "-b", "main", up, NULL}, NULL),
 	          0);
 	put(up, "a.txt", "v1\n");
 	put(up, "dir/b.txt", "b\n");
@@ -225,9 +123,9 @@ static void test_mirror(void)
 	check_resolve(mirror, "refs/heads/feature", f1);
 	check_resolve(mirror, "v1", c1);
 	check_resolve(mirror, "HEAD", c2);
-	_cleanup_free_ char *head = git_out(mirror, "symbolic-ref", "HEAD", NULL);
+	_cleanup_free_ char *head = GIT_OUT(mirror, "symbolic-ref", "HEAD");
 	CHECK_STR(head, "refs/heads/main");
-	_cleanup_free_ char *bare = git_out(mirror, "rev-parse", "--is-bare-repository", NULL);
+	_cleanup_free_ char *bare = GIT_OUT(mirror, "rev-parse", "--is-bare-repository");
 	CHECK_STR(bare, "true");
 	CHECK_INT(GIT(mirror, "fsck", "--no-progress", "--no-dangling"), 0);
 
@@ -270,7 +168,7 @@ static void test_mirror(void)
 
 	/* HEAD follows the source's default branch when it is not main. */
 	_cleanup_free_ char *up2 = path_of(root, "up2");
-	CHECK_INT(spawn((const char *const[]){"git", "init", "-q", "-b", "trunk", up2, NULL}, NULL),
+	CHECK_INT(spawn_in(NULL, (const char *const[]){"git", "init", "-q", "-b", "trunk", up2, NULL}, NULL),
 	          0);
 	put(up2, "t.txt", "t\n");
 	CHECK_INT(GIT(up2, "add", "-A"), 0);
@@ -280,12 +178,12 @@ static void test_mirror(void)
 	_cleanup_free_ char *url2 = kiln_asprintf("file://%s", up2);
 	CHECK_INT(kiln_git_mirror(mirrors, url2, &mt), 0);
 	CHECK(mt && strcmp(mt, mirror) != 0);
-	_cleanup_free_ char *head2 = mt ? git_out(mt, "symbolic-ref", "HEAD", NULL) : NULL;
+	_cleanup_free_ char *head2 = mt ? GIT_OUT(mt, "symbolic-ref", "HEAD") : NULL;
 	CHECK_STR(head2, "refs/heads/trunk");
 
 	/* Only the two mirrors remain besides lock files: nothing half-made. */
 	_cleanup_free_ char *ls = NULL;
-	CHECK_INT(spawn((const char *const[]){"sh", "-c", "ls \"$0\" | grep -v '[.]lock$' | wc -l",
+	CHECK_INT(spawn_in(NULL, (const char *const[]){"sh", "-c", "ls \"$0\" | grep -v '[.]lock$' | wc -l",
 	                                      mirrors, NULL},
 	                &ls),
 	          0);
@@ -394,13 +292,13 @@ static void test_checkout(void)
 	CHECK_STR(sha, c1);
 	CHECK_STR(ref, "refs/heads/main");
 	free(ref);
-	_cleanup_free_ char *st = git_out(co1, "status", "--porcelain", NULL);
+	_cleanup_free_ char *st = GIT_OUT(co1, "status", "--porcelain");
 	CHECK_STR(st, "");
 	CHECK_INT(GIT(co1, "fsck", "--no-progress", "--no-dangling"), 0);
 	/* Objects are hardlinked to the mirror's, not copied. */
 	_cleanup_free_ char *links = NULL;
 	CHECK_INT(
-	    spawn(
+	    spawn_in(NULL,
 	        (const char *const[]){
 	            "sh", "-c", "stat -c %h \"$0\"/.git/objects/pack/*.pack | sort -n | head -1",
 	            co1, NULL},
@@ -408,15 +306,15 @@ static void test_checkout(void)
 	    0);
 	CHECK(links && strtol(links, NULL, 10) >= 2);
 	CHECK_INT(GIT(co1, "fetch", "-q"), 0); /* origin is usable by hand */
-	_cleanup_free_ char *origin = git_out(co1, "remote", "get-url", "origin");
+	_cleanup_free_ char *origin = GIT_OUT(co1, "remote", "get-url", "origin");
 	CHECK_STR(origin, up);
 	_cleanup_free_ char *branches =
-	    git_out(co1, "for-each-ref", "--format=%(refname)", "refs/heads/");
+	    GIT_OUT(co1, "for-each-ref", "--format=%(refname)", "refs/heads/");
 	CHECK_STR(branches, "refs/heads/main");
 	_cleanup_free_ char *upstream =
-	    git_out(co1, "rev-parse", "--abbrev-ref", "main@{upstream}");
+	    GIT_OUT(co1, "rev-parse", "--abbrev-ref", "main@{upstream}");
 	CHECK_STR(upstream, "origin/main");
-	_cleanup_free_ char *remote_main = git_out(co1, "rev-parse", "origin/main", NULL);
+	_cleanup_free_ char *remote_main = GIT_OUT(co1, "rev-parse", "origin/main");
 	CHECK_STR(remote_main, c4);
 
 	/* c2 with no ref: detached, no local branch, tags there for git describe. */
@@ -429,11 +327,11 @@ static void test_checkout(void)
 	CHECK_STR(sha, c2);
 	CHECK(ref == NULL);
 	_cleanup_free_ char *branches2 =
-	    git_out(co2, "for-each-ref", "--format=%(refname)", "refs/heads/");
+	    GIT_OUT(co2, "for-each-ref", "--format=%(refname)", "refs/heads/");
 	CHECK_STR(branches2, "");
-	_cleanup_free_ char *desc = git_out(co2, "describe", "--tags", "--abbrev=0");
+	_cleanup_free_ char *desc = GIT_OUT(co2, "describe", "--tags", "--abbrev=0");
 	CHECK_STR(desc, "v1");
-	_cleanup_free_ char *st2 = git_out(co2, "status", "--porcelain", NULL);
+	_cleanup_free_ char *st2 = GIT_OUT(co2, "status", "--porcelain");
 	CHECK_STR(st2, "");
 
 	/* A tag ref stays detached; a bare branch name makes the branch; an existing empty dir is
@@ -467,7 +365,7 @@ static void test_checkout(void)
 static void test_snapshot(void)
 {
 	_cleanup_free_ char *work = path_of(root, "work");
-	CHECK_INT(spawn((const char *const[]){"git", "clone", "-q", up, work, NULL}, NULL), 0);
+	CHECK_INT(spawn_in(NULL, (const char *const[]){"git", "clone", "-q", up, work, NULL}, NULL), 0);
 	put(work, ".gitignore", "*.log\nbuild/\n");
 	put(work, "tdir/t.txt", "tracked\n");
 	CHECK_INT(GIT(work, "add", ".gitignore", "tdir"), 0);
@@ -528,7 +426,7 @@ static void test_snapshot(void)
 	CHECK_STR(sha, base);
 	CHECK_STR(ref, "refs/heads/main");
 	free(ref);
-	_cleanup_free_ char *st = git_out(snap, "status", "--porcelain", "--untracked-files=all");
+	_cleanup_free_ char *st = GIT_OUT(snap, "status", "--porcelain", "--untracked-files=all");
 	CHECK(strstr(st, " M a.txt") != NULL);
 	CHECK(strstr(st, "?? new.txt") != NULL);
 	CHECK(strstr(st, " D dir/b.txt") != NULL);
@@ -538,7 +436,7 @@ static void test_snapshot(void)
 	/* A repository with no commit yet. */
 	_cleanup_free_ char *fresh = path_of(root, "fresh");
 	CHECK_INT(
-	    spawn((const char *const[]){"git", "init", "-q", "-b", "trunk", fresh, NULL}, NULL), 0);
+	    spawn_in(NULL, (const char *const[]){"git", "init", "-q", "-b", "trunk", fresh, NULL}, NULL), 0);
 	put(fresh, "f.txt", "f\n");
 	put(fresh, "sub/g.txt", "g\n");
 	put(fresh, ".gitignore", "*.tmp\n");
@@ -550,7 +448,7 @@ static void test_snapshot(void)
 	check_get(snap2, "sub/g.txt", "g\n");
 	check_get(snap2, ".gitignore", "*.tmp\n");
 	CHECK(!exists(snap2, "x.tmp"));
-	_cleanup_free_ char *h = git_out(snap2, "symbolic-ref", "HEAD", NULL);
+	_cleanup_free_ char *h = GIT_OUT(snap2, "symbolic-ref", "HEAD");
 	CHECK_STR(h, "refs/heads/trunk");
 
 	/* A bare repository has no working tree. */
@@ -626,12 +524,12 @@ static void test_checkout_ex(void)
 	_cleanup_free_ char *d1 = path_of(root, "cx1");
 	kiln_git_checkout_opts o = {.ref = "refs/tags/v1", .no_tags = true};
 	CHECK_INT(kiln_git_checkout_ex(mirror, up, c1, &o, d1), 0);
-	_cleanup_free_ char *tags = git_out(d1, "tag", NULL, NULL);
+	_cleanup_free_ char *tags = GIT_OUT(d1, "tag", NULL);
 	CHECK_STR(tags, "v1");
 	o.ref = "refs/heads/main";
 	_cleanup_free_ char *d2 = path_of(root, "cx2");
 	CHECK_INT(kiln_git_checkout_ex(mirror, up, c2, &o, d2), 0);
-	_cleanup_free_ char *tags2 = git_out(d2, "tag", NULL, NULL);
+	_cleanup_free_ char *tags2 = GIT_OUT(d2, "tag", NULL);
 	CHECK_STR(tags2, "");
 
 	/* CLEAN empties a non-empty directory; KEEP keeps untracked files */
@@ -646,7 +544,7 @@ static void test_checkout_ex(void)
 	CHECK_INT(kiln_git_checkout_ex(mirror, up, c2, &o, d2), 0);
 	check_get(d2, "junk.txt", "junk\n");
 	check_get(d2, "a.txt", "v2\n");
-	_cleanup_free_ char *st = git_out(d2, "status", "--porcelain", NULL);
+	_cleanup_free_ char *st = GIT_OUT(d2, "status", "--porcelain");
 	CHECK_STR(st, "?? junk.txt");
 	CHECK(!exists(d2, "dir/c.txt")); /* tracked at c1, gone at c2: removed as git would */
 	/* a file is not a directory, whatever the mode */
@@ -658,7 +556,7 @@ static void test_checkout_ex(void)
 	CHECK_INT(
 	    kiln_git_checkout_ex(mirror, "https://user:tok3n@forge.invalid/o/r.git", c2, NULL, d3),
 	    0);
-	_cleanup_free_ char *origin = git_out(d3, "remote", "get-url", "origin");
+	_cleanup_free_ char *origin = GIT_OUT(d3, "remote", "get-url", "origin");
 	CHECK_STR(origin, "https://forge.invalid/o/r.git");
 	_cleanup_free_ char *red = kiln_git_redact("see https://u:p@h/x and ssh://git@h/y");
 	CHECK_STR(red, "see https://***@h/x and ssh://***@h/y");
