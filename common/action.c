@@ -32,32 +32,6 @@ static const char *const ctx_output[] = {"github", "strategy", "matrix", "steps"
 
 /* ---- freeing ------------------------------------------------------------------------ */
 
-static void env_free(kiln_env *e)
-{
-	for (size_t i = 0; i < e->n; i++) {
-		free(e->v[i].key);
-		free(e->v[i].value);
-	}
-	free(e->v);
-	e->v = NULL;
-	e->n = 0;
-}
-
-static void step_free(kiln_step *s)
-{
-	free(s->id);
-	free(s->name);
-	free(s->run);
-	free(s->uses);
-	free(s->shell);
-	free(s->working_directory);
-	free(s->if_cond);
-	free(s->continue_on_error);
-	free(s->timeout_minutes_expr);
-	env_free(&s->env);
-	env_free(&s->with);
-}
-
 void kiln_action_free(kiln_action *a)
 {
 	if (!a)
@@ -86,7 +60,7 @@ void kiln_action_free(kiln_action *a)
 	free(a->post_if);
 	free(a->image);
 	for (size_t i = 0; i < a->nsteps; i++)
-		step_free(&a->steps[i]);
+		kiln_step_free(&a->steps[i]);
 	free(a->steps);
 	kiln_ynode_free(a->doc);
 	free(a);

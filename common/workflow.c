@@ -55,7 +55,7 @@ typedef struct ctx {
 
 /* ---- freeing ------------------------------------------------------------------ */
 
-static void env_free(kiln_env *e)
+void kiln_env_free(kiln_env *e)
 {
 	for (size_t i = 0; i < e->n; i++) {
 		free(e->v[i].key);
@@ -66,7 +66,7 @@ static void env_free(kiln_env *e)
 	e->n = 0;
 }
 
-static void step_free(kiln_step *s)
+void kiln_step_free(kiln_step *s)
 {
 	free(s->id);
 	free(s->name);
@@ -77,8 +77,8 @@ static void step_free(kiln_step *s)
 	free(s->if_cond);
 	free(s->continue_on_error);
 	free(s->timeout_minutes_expr);
-	env_free(&s->env);
-	env_free(&s->with);
+	kiln_env_free(&s->env);
+	kiln_env_free(&s->with);
 }
 
 static void container_free(kiln_container *k)
@@ -87,7 +87,7 @@ static void container_free(kiln_container *k)
 	free(k->image);
 	free(k->username);
 	free(k->password);
-	env_free(&k->env);
+	kiln_env_free(&k->env);
 	kiln_strv_free(&k->ports);
 	kiln_strv_free(&k->volumes);
 	free(k->options);
@@ -116,23 +116,23 @@ static void job_free(kiln_job *j)
 	free(j->name);
 	kiln_strv_free(&j->runs_on);
 	kiln_strv_free(&j->needs);
-	env_free(&j->env);
+	kiln_env_free(&j->env);
 	free(j->if_cond);
 	free(j->defaults_shell);
 	free(j->defaults_working_directory);
 	for (size_t i = 0; i < j->nsteps; i++)
-		step_free(&j->steps[i]);
+		kiln_step_free(&j->steps[i]);
 	free(j->steps);
 	free(j->needs_index);
 	free(j->runs_on_group);
 	free(j->timeout_minutes_expr);
 	free(j->continue_on_error);
 	free(j->uses);
-	env_free(&j->with);
+	kiln_env_free(&j->with);
 	free(j->fail_fast_expr);
 	free(j->max_parallel_expr);
 	free(j->strategy_expr);
-	env_free(&j->output_defs);
+	kiln_env_free(&j->output_defs);
 	if (j->container_def) {
 		container_free(j->container_def);
 		free(j->container_def);
@@ -144,7 +144,7 @@ static void job_free(kiln_job *j)
 	free(j->environment_url);
 	concurrency_free(&j->concurrency_def);
 	permissions_free(&j->permissions_def);
-	env_free(&j->secret_values);
+	kiln_env_free(&j->secret_values);
 }
 
 static void event_free(kiln_event *e)
@@ -189,7 +189,7 @@ void kiln_workflow_free(kiln_workflow *wf)
 	free(wf->run_name);
 	free(wf->description);
 	free(wf->env_expr);
-	env_free(&wf->env);
+	kiln_env_free(&wf->env);
 	free(wf->defaults_shell);
 	free(wf->defaults_working_directory);
 	for (size_t i = 0; i < wf->njobs; i++)
@@ -705,7 +705,7 @@ static int get_env(ctx *c, const char *what, const kiln_ynode *v, kiln_expr_plac
 	}
 	if (!v || v->kind != KILN_YNODE_MAPPING)
 		return fail(c, v, "'%s' must be a mapping, not %s", what, a_kind(v));
-	env_free(out);
+	kiln_env_free(out);
 	out->v = kiln_calloc(v->npairs ? v->npairs : 1, sizeof *out->v);
 	for (size_t i = 0; i < v->npairs; i++) {
 		const kiln_ynode *k = v->pairs[i].key, *val = v->pairs[i].value;

@@ -243,6 +243,10 @@ int kiln_workflow_check(const char *file, const char *text, size_t len,
                         const kiln_workflow_opts *opts, kiln_strv *problems, kiln_workflow **out);
 /* Frees wf and everything it owns; NULL is a no-op. */
 void kiln_workflow_free(kiln_workflow *wf);
+/* Free what an env map or a step holds (the structs themselves are the caller's); for the
+   action.yml loader, which shares these types. */
+void kiln_env_free(kiln_env *e);
+void kiln_step_free(kiln_step *s);
 /* For _cleanup_(kiln_workflow_freep). */
 void kiln_workflow_freep(kiln_workflow **wf);
 /* Whether `on:` names the event (a string, a list, or a mapping key); no `on:` counts as yes. */
