@@ -117,4 +117,28 @@ static inline void wait_agent_idle(coord *c, agent *a, int64_t timeout_ms)
 	}
 }
 
+/* A coordinator (bus on tcp://127.0.0.1:0, store in data_dir; max_log_bytes 0 = the default)
+   and an agent (labels "linux", capacity 1, working in work_dir) that dials it, idle with its
+   poll held when this returns; dies if either cannot start. */
+static inline void bench_start(const char *data_dir, const char *work_dir, size_t max_log_bytes,
+			       int64_t idle_timeout_ms, coord **c, agent **a)
+{
+	coord_config cc = COORD_CONFIG_INIT;
+	cc.listen = "tcp://127.0.0.1:0";
+	cc.data_dir = data_dir;
+	cc.max_log_bytes = max_log_bytes;
+	if (coord_start(&cc, c) < 0)
+		die("coord_start: %s", kiln_errmsg());
+	agent_config ac = {
+		.coordinator = coord_bus_url(*c),
+		.name = "bench",
+		.labels = "linux",
+		.capacity = 1,
+		.work_dir = work_dir,
+	};
+	if (agent_start(&ac, a) < 0)
+		die("agent_start: %s", kiln_errmsg());
+	wait_agent_idle(*c, *a, idle_timeout_ms);
+}
+
 #endif

@@ -310,21 +310,7 @@ static void pair_start(pair *p, const char *dir)
 	p->work = kiln_asprintf("%s/agent", dir);
 	mkdirs(data);
 	mkdirs(p->work);
-	coord_config cc = COORD_CONFIG_INIT;
-	cc.listen = "tcp://127.0.0.1:0";
-	cc.data_dir = data;
-	if (coord_start(&cc, &p->c) < 0)
-		die("coord_start: %s", kiln_errmsg());
-	agent_config ac = {
-		.coordinator = coord_bus_url(p->c),
-		.name = "bench",
-		.labels = "linux",
-		.capacity = 1,
-		.work_dir = p->work,
-	};
-	if (agent_start(&ac, &p->a) < 0)
-		die("agent_start: %s", kiln_errmsg());
-	wait_agent_idle(p->c, p->a, 20000);
+	bench_start(data, p->work, 0, 20000, &p->c, &p->a);
 }
 
 static void pair_stop(pair *p)

@@ -715,26 +715,12 @@ int main(int argc, char **argv)
 	_cleanup_free_ char *work = kiln_asprintf("%s/agent", tmp);
 	_cleanup_free_ char *floor_file = kiln_asprintf("%s/floor.out", tmp);
 
-	coord_config cc = COORD_CONFIG_INIT;
-	cc.listen = "tcp://127.0.0.1:0";
-	cc.data_dir = data;
 	/* the default cap (64 MiB per job) would truncate the bulk log: room for all of it,
 	   with the stored prefix of each line (sequence, time, stream, step: ~31 bytes) */
-	cc.max_log_bytes = (size_t)(o.bytes + o.bytes / o.line_len * 64 + (64u << 20));
+	size_t max_log = (size_t)(o.bytes + o.bytes / o.line_len * 64 + (64u << 20));
 	coord *c = NULL;
-	if (coord_start(&cc, &c) < 0)
-		die("coord_start: %s", kiln_errmsg());
-	agent_config ac = {
-		.coordinator = coord_bus_url(c),
-		.name = "bench",
-		.labels = "linux",
-		.capacity = 1,
-		.work_dir = work,
-	};
 	agent *a = NULL;
-	if (agent_start(&ac, &a) < 0)
-		die("agent_start: %s", kiln_errmsg());
-	wait_agent_idle(c, a, 10000);
+	bench_start(data, work, max_log, 10000, &c, &a);
 
 	lat_figures lf = {0};
 	double *lfl = kiln_calloc(o.lines, sizeof *lfl);

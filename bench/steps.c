@@ -433,23 +433,9 @@ int main(int argc, char **argv)
 	if (kiln_mkdir_p(rws, 0750) < 0)
 		die("%s", kiln_errmsg());
 
-	coord_config cc = COORD_CONFIG_INIT;
-	cc.listen = "tcp://127.0.0.1:0";
-	cc.data_dir = data;
 	coord *c = NULL;
-	if (coord_start(&cc, &c) < 0)
-		die("coord_start: %s", kiln_errmsg());
-	agent_config ac = {
-		.coordinator = coord_bus_url(c),
-		.name = "bench",
-		.labels = "linux",
-		.capacity = 1,
-		.work_dir = work,
-	};
 	agent *a = NULL;
-	if (agent_start(&ac, &a) < 0)
-		die("agent_start: %s", kiln_errmsg());
-	wait_agent_idle(c, a, 10000);
+	bench_start(data, work, 0, 10000, &c, &a);
 
 	_cleanup_free_ char *body_n = job_body(o.steps);
 	_cleanup_free_ char *body_1 = job_body(1);
