@@ -1121,16 +1121,24 @@ int kiln_git_checkout(const char *mirror, const char *url, const char *sha, cons
 
 /* ---- reading ------------------------------------------------------------ */
 
-int kiln_git_resolve(const char *repo_path, const char *ref, char sha[41])
+/* The commit `rev` names in the repository at repo_path (*repo and *c are the caller's). */
+static int open_commit(const char *repo_path, const char *rev, git_repository **repo,
+		       git_commit **c)
 {
 	int r = kiln_git_init();
-	if (r < 0)
-		return r;
+	if (r == 0)
+		r = open_repo(repo, repo_path, false);
+	if (r == 0)
+		r = lookup_commit(c, *repo, rev);
+	return r < 0 ? r : 0;
+}
+
+int kiln_git_resolve(const char *repo_path, const char *ref, char sha[41])
+{
 	_cleanup_(git_repository_freep) git_repository *repo = NULL;
-	if ((r = open_repo(&repo, repo_path, false)) < 0)
-		return r;
 	_cleanup_(git_commit_freep) git_commit *c = NULL;
-	if ((r = lookup_commit(&c, repo, ref)) < 0)
+	int r = open_commit(repo_path, ref, &repo, &c);
+	if (r < 0)
 		return r;
 	git_oid_tostr(sha, GIT_OID_HEXSZ + 1, git_commit_id(c));
 	return 0;
@@ -2089,14 +2097,10 @@ int kiln_git_changed_paths(const char *repo_path, const char *base, const char *
 int kiln_git_commit_message(const char *repo_path, const char *rev, size_t max, char **out)
 {
 	*out = NULL;
-	int r = kiln_git_init();
-	if (r < 0)
-		return r;
 	_cleanup_(git_repository_freep) git_repository *repo = NULL;
-	if ((r = open_repo(&repo, repo_path, false)) < 0)
-		return r;
 	_cleanup_(git_commit_freep) git_commit *c = NULL;
-	if ((r = lookup_commit(&c, repo, rev)) < 0)
+	int r = open_commit(repo_path, rev, &repo, &c);
+	if (r < 0)
 		return r;
 	const char *m = git_commit_message(c);
 	*out = strndup(m ? m : "", max);
