@@ -417,13 +417,40 @@ int64_t runlog_read(coord *c, runlog *r, uint64_t offset, size_t max_lines, size
 		else
 			hi = mid;
 	}
+	/* the job logs opened for this read (segments of a few jobs alternate: each file is opened,
+	   and scanned when it has no index beside it, once per read, not once per segment) */
+	struct {
+		uint64_t job;
+		uint32_t attempt;
+		logfile *f;
+		bool temp;
+	} open[8];
+	size_t nopen = 0;
 	int64_t got = 0;
 	size_t bytes = 0;
 	for (size_t i = lo; i < r->n && (size_t)got < max_lines && bytes < max_bytes; i++) {
 		const runlog_rec *s = &r->seg[i];
 		uint64_t skip = offset > r->before[i] ? offset - r->before[i] : 0;
-		bool temp = false;
-		logfile *f = coord_log_peek(c, s->job, s->attempt, &temp);
+		logfile *f = NULL;
+		size_t k = 0;
+		while (k < nopen && !(open[k].job == s->job && open[k].attempt == s->attempt))
+			k++;
+		if (k < nopen) {
+			f = open[k].f;
+		} else {
+			bool temp = false;
+			f = coord_log_peek(c, s->job, s->attempt, &temp);
+			if (nopen == KILN_ARRAY_SIZE(open)) { /* the oldest goes */
+				if (open[0].temp)
+					logfile_close(open[0].f);
+				memmove(open, open + 1, (nopen - 1) * sizeof *open);
+				nopen--;
+			}
+			open[nopen].job = s->job;
+			open[nopen].attempt = s->attempt;
+			open[nopen].f = f;
+			open[nopen++].temp = temp;
+		}
 		runlog_reader rd = {fn, arg, s->job, s->attempt, 0};
 		size_t want = (size_t)(s->count - skip) < max_lines - (size_t)got
 				      ? (size_t)(s->count - skip)
@@ -433,14 +460,15 @@ int64_t runlog_read(coord *c, runlog *r, uint64_t offset, size_t max_lines, size
 					     runlog_line, &rd)
 			      : 0;
 		bytes += rd.bytes;
-		if (temp)
-			logfile_close(f);
 		if (n <= 0)
 			break; /* lines the index names but the job log lacks (a crash between them) */
 		got += n;
 		if ((size_t)n < want)
 			break; /* the byte budget */
 	}
+	for (size_t k = 0; k < nopen; k++)
+		if (open[k].temp)
+			logfile_close(open[k].f);
 	return got;
 }
 
