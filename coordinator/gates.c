@@ -127,8 +127,9 @@ void gates_record_env(coord *c, int64_t job_id, const char *environment, const c
 		"itt", job_id, environment, url);
 }
 
-void gates_jobs(coord *c, uint64_t run_id, int64_t now, kiln_strv *touched)
+bool gates_jobs(coord *c, uint64_t run_id, kiln_strv *touched)
 {
+	bool changed = false;
 	_cleanup_free_ char *repo = run_repo(c, run_id);
 	/* jobs just made ready that are in a concurrency group enter it */
 	sqlite3_stmt *st = store_q(c,
@@ -166,6 +167,7 @@ void gates_jobs(coord *c, uint64_t run_id, int64_t now, kiln_strv *touched)
 		store_done(st);
 		_cleanup_free_ char *why = kiln_asprintf(
 			"Canceling since a higher priority waiting request for '%s' exists", es[i].grp);
+		changed |= m > 0;
 		for (size_t k = 0; k < m; k++) {
 			sched_cancel_job(c, (uint64_t)other[k], why);
 			sqlite3_stmt *q = store_q(c, "SELECT run_id FROM jobs WHERE id = ?", "i",
@@ -195,5 +197,5 @@ void gates_jobs(coord *c, uint64_t run_id, int64_t now, kiln_strv *touched)
 		" WHERE run_id = ? AND state = 'queued' AND ready = 1 AND id IN"
 		" (SELECT job_id FROM job_gates WHERE approval = 'waiting')",
 		"i", (int64_t)run_id);
-	(void)now;
+	return changed || sqlite3_changes(c->db) > 0;
 }

@@ -186,8 +186,9 @@ bool gates_admit_run(coord *c, uint64_t run_id, kiln_strv *cancelled);
 /* A run of a group has completed: the group's waiting run, now let in, or 0. */
 uint64_t gates_run_done(coord *c, uint64_t run_id);
 /* Jobs of the run just made ready enter their concurrency groups and wait for approvals;
-   the other runs whose jobs this cancels are pushed to `touched` (ids). */
-void gates_jobs(coord *c, uint64_t run_id, int64_t now, kiln_strv *touched);
+   the other runs whose jobs this cancels are pushed to `touched` (ids). True when a job of
+   any run changed state. */
+bool gates_jobs(coord *c, uint64_t run_id, kiln_strv *touched);
 /* The environment a job instance deploys to (expand.c). */
 void gates_record_env(coord *c, int64_t job_id, const char *environment, const char *url);
 /* find_ready_job's condition: no other job of the job's group is running. */

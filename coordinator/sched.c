@@ -1278,9 +1278,10 @@ void sched_advance_run(coord *c, uint64_t run_id)
 		if (!reload)
 			break;
 	}
-	gates_jobs(c, run_id, now, &displaced);
-	free_rows(rows, n);
-	rows = load_rows(c, run_id, &n);
+	if (gates_jobs(c, run_id, &displaced)) {
+		free_rows(rows, n);
+		rows = load_rows(c, run_id, &n);
+	}
 
 	bool done = n > 0, failed = false, cancelled = false;
 	for (size_t i = 0; i < n; i++) {
