@@ -404,6 +404,31 @@ static void on_run_line(void *arg, uint64_t job, uint32_t attempt, const char *l
 	add_line(arg, job, attempt, line, len);
 }
 
+/* Job id (as a string) -> name, for the lines of a run's log (new reference). */
+static json_t *job_names(coord *c, uint64_t run_id)
+{
+	json_t *names = json_object();
+	sqlite3_stmt *st = store_q(c, "SELECT id, name FROM jobs WHERE run_id = ?", "i",
+				   (int64_t)run_id);
+	while (sqlite3_step(st) == SQLITE_ROW)
+		json_object_set_new(names, col_text(st, 0), json_string(col_text(st, 1)));
+	store_done(st);
+	return names;
+}
+
+/* A run's log index: the open one while the run goes on, else one opened for the caller (close
+   it with runlog_close when `done`); NULL when the run has no lines. */
+static runlog *run_index(coord *c, uint64_t run_id, bool done)
+{
+	if (!done)
+		return coord_runlog(c, run_id);
+	_cleanup_free_ char *path = coord_log_path(c, run_id, 0);
+	runlog *rl = NULL;
+	if (access(path, F_OK) != 0 || runlog_open(path, &rl) < 0)
+		return NULL;
+	return rl;
+}
+
 static void get_run_log(api_req *r, uint64_t run_id)
 {
 	coord *c = r->c;
@@ -415,22 +440,8 @@ static void get_run_log(api_req *r, uint64_t run_id)
 	bool done = strcmp(json_string_value(json_object_get(run, "state")), "completed") == 0;
 	uint64_t offset = (uint64_t)query_int(r->query, "offset", 0, 0, INT64_MAX);
 	size_t limit = (size_t)query_int(r->query, "limit", MAX_LINES, 1, MAX_LINES);
-	line_ctx lc = {.lines = json_array(), .names = json_object()};
-	sqlite3_stmt *st = store_q(c, "SELECT id, name FROM jobs WHERE run_id = ?", "i",
-				   (int64_t)run_id);
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		json_object_set_new(lc.names, col_text(st, 0), json_string(col_text(st, 1)));
-	}
-	store_done(st);
-	/* a finished run's index is opened just for this */
-	runlog *rl = NULL;
-	if (!done) {
-		rl = coord_runlog(c, run_id);
-	} else {
-		_cleanup_free_ char *path = coord_log_path(c, run_id, 0);
-		if (access(path, F_OK) != 0 || runlog_open(path, &rl) < 0)
-			rl = NULL;
-	}
+	line_ctx lc = {.lines = json_array(), .names = job_names(c, run_id)};
+	runlog *rl = run_index(c, run_id, done);
 	uint64_t total = rl ? runlog_count(rl) : 0;
 	int64_t n = rl ? runlog_read(c, rl, offset, limit, MAX_LOG_BYTES, on_run_line, &lc) : 0;
 	if (done)
@@ -568,21 +579,10 @@ static void get_run_log_text(api_req *r, uint64_t run_id)
 		api_error(r->reply, r->arg, 404, "no run %llu", (unsigned long long)run_id);
 		return;
 	}
-	text_log t = {.names = json_object()};
+	text_log t = {.names = job_names(c, run_id)};
 	kiln_buf_append(&t.b, "", 0);
-	st = store_q(c, "SELECT id, name FROM jobs WHERE run_id = ?", "i", (int64_t)run_id);
-	while (sqlite3_step(st) == SQLITE_ROW)
-		json_object_set_new(t.names, col_text(st, 0), json_string(col_text(st, 1)));
-	store_done(st);
 	bool done = strcmp(state, "completed") == 0;
-	runlog *rl = NULL;
-	if (!done) {
-		rl = coord_runlog(c, run_id);
-	} else {
-		_cleanup_free_ char *path = coord_log_path(c, run_id, 0);
-		if (access(path, F_OK) != 0 || runlog_open(path, &rl) < 0)
-			rl = NULL;
-	}
+	runlog *rl = run_index(c, run_id, done);
 	for (uint64_t off = 0, n; rl && !t.full; off += n) {
 		int64_t got = runlog_read(c, rl, off, MAX_LINES, MAX_LOG_BYTES, on_text_run_line, &t);
 		if (got <= 0)
